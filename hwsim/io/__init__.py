@@ -1,0 +1,1 @@
+"""The edge: files to spec objects and back (YAML/JSON, JSON Schemas, catalog, patches)."""

@@ -1,0 +1,92 @@
+"""Stage 2 helpers: read schema-checked mappings into SI floats with located errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from hwsim.errors import SpecError, UnitError, join_path
+from hwsim.spec.hardware import Source
+from hwsim.units import Dim, parse_fraction, parse_quantity
+
+_MISSING = object()
+
+
+class Fields:
+    """A mapping from a file plus its path, with typed accessors.
+
+    Every accessor raises :class:`SpecError` carrying this mapping's path; the loader adds
+    the file and line.
+    """
+
+    def __init__(self, data: dict[str, Any] | None, path: str = "") -> None:
+        self.data = data or {}
+        self.path = path
+
+    def at(self, key: str | int) -> str:
+        return f"{self.path}[{key}]" if isinstance(key, int) else join_path(self.path, key)
+
+    def has(self, key: str) -> bool:
+        return key in self.data and self.data[key] is not None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        value = self.data.get(key)
+        return default if value is None else value
+
+    def require(self, key: str) -> Any:
+        if not self.has(key):
+            raise SpecError(f"missing required field '{key}'", path=self.at(key), expected="a value")
+        return self.data[key]
+
+    def quantity(self, key: str, dim: Dim, default: Any = _MISSING) -> Any:
+        """SI float of ``key`` parsed as ``dim``; ``default`` when absent (required if none)."""
+        if not self.has(key):
+            if default is _MISSING:
+                return self.quantity_of(self.require(key), dim, key)
+            return default
+        return self.quantity_of(self.data[key], dim, key)
+
+    def quantity_of(self, value: Any, dim: Dim, key: str | int) -> float:
+        try:
+            return parse_quantity(value, dim)
+        except UnitError as err:
+            raise SpecError(str(err), path=self.at(key)) from None
+
+    def fraction(self, key: str, default: Any = _MISSING) -> Any:
+        if not self.has(key):
+            return default if default is not _MISSING else self.require(key)
+        try:
+            return parse_fraction(self.data[key])
+        except UnitError as err:
+            raise SpecError(str(err), path=self.at(key)) from None
+
+    def sub(self, key: str) -> Fields:
+        value = self.get(key, {})
+        return Fields(value, self.at(key))
+
+    def items(self, key: str) -> Iterator[tuple[int, Any, str]]:
+        """(index, item, path) for each element of the list ``key``."""
+        for i, item in enumerate(self.get(key, [])):
+            yield i, item, f"{self.at(key)}[{i}]"
+
+    def source(self, key: str = "source") -> Source | None:
+        return source_of(self.get(key), self.at(key))
+
+
+def source_of(value: Any, path: str) -> Source | None:
+    """A ``source:`` field: a string, or ``{text, url}``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return Source(text=value)
+    if isinstance(value, dict):
+        return Source(text=str(value.get("text", "")), url=value.get("url"))
+    raise SpecError("a source must be text or {text, url}", path=path, found=value)
+
+
+def build(path: str, factory: Any, **kwargs: Any) -> Any:
+    """Call a spec constructor, turning its ValueError into a SpecError at ``path``."""
+    try:
+        return factory(**kwargs)
+    except ValueError as err:
+        raise SpecError(str(err), path=path) from None

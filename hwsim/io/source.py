@@ -1,0 +1,82 @@
+"""Read YAML/JSON files into plain data, remembering the line of every field path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hwsim.errors import SpecError, join_path
+
+try:  # the C loader is several times faster where libyaml is available
+    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[attr-defined]
+except AttributeError:  # pragma: no cover
+    _Loader = yaml.SafeLoader
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """Parsed file content plus the 1-based line of each field path."""
+
+    data: Any
+    file: str
+    lines: dict[str, int] = field(default_factory=dict)
+
+    def line_of(self, path: str) -> int | None:
+        """Line of ``path`` or of its closest ancestor that has one."""
+        p = path
+        while True:
+            if p in self.lines:
+                return self.lines[p]
+            if not p:
+                return None
+            cut = max(p.rfind("."), p.rfind("["))
+            p = p[:cut] if cut > 0 else ""
+
+    def error(self, err: SpecError, prefix: str = "") -> SpecError:
+        """Locate ``err`` (whose path is relative to ``prefix``) in this document."""
+        full = join_path(prefix, err.path)
+        return err.with_context(file=self.file, prefix=prefix, line=self.line_of(full))
+
+
+def _walk(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
+    lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            sub = join_path(path, str(key.value))
+            lines[sub] = key.start_mark.line + 1
+            _walk(value, sub, lines)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _walk(item, f"{path}[{i}]", lines)
+
+
+def parse_text(text: str, file: str) -> Document:
+    """Parse YAML (JSON is YAML) text; malformed input becomes a located SpecError."""
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader) if node is not None else None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        raise SpecError(f"malformed YAML: {err.problem or err}", file=file, line=line) from None
+    except yaml.YAMLError as err:
+        raise SpecError(f"malformed YAML: {err}", file=file) from None
+    lines: dict[str, int] = {}
+    if node is not None:
+        _walk(node, "", lines)
+    return Document(data=data, file=file, lines=lines)
+
+
+def read_document(path: str | Path) -> Document:
+    """Read and parse a YAML or JSON file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("file not found", file=str(p)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"cannot read file: {err}", file=str(p)) from None
+    return parse_text(text, str(p))

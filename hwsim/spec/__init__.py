@@ -1,0 +1,1 @@
+"""Frozen, typed descriptions of hardware, models and deployments (SI units inside)."""
