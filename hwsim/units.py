@@ -221,10 +221,7 @@ _PRINT_UNITS: dict[Dim, tuple[str, list[tuple[float, str]]]] = {
 
 
 def _format_number(x: float, digits: int) -> str:
-    text = f"{x:.{digits}g}"
-    if "e" in text:
-        text = f"{x:.{max(digits - 1, 0)}f}".rstrip("0").rstrip(".")
-    return text
+    return f"{x:.{digits}g}"
 
 
 def format_quantity(value: float, dim: Dim, *, digits: int = 4, binary: bool = False) -> str:

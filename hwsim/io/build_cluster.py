@@ -60,7 +60,11 @@ def _domains(f: Fields, num_nodes: int) -> tuple[PowerDomain, ...]:
     for _, item, path in f.items("power_domains"):
         d = Fields(item, path)
         nodes = _node_selection(d.get("nodes", "all"), num_nodes, d.at("nodes"))
-        out.append(build(path, PowerDomain, name=d.require("name"), budget_w=d.quantity("budget", Dim.POWER),
+        bad = [i for i in nodes if not 0 <= i < num_nodes]
+        if bad:
+            raise SpecError(f"nodes {bad} are outside 0..{num_nodes - 1}", path=d.at("nodes"),
+                            expected=f"node indices in 0..{num_nodes - 1}", found=d.get("nodes"))
+        out.append(build(path, PowerDomain, name=d.require("name"), budget_w=d.quantity("budget", Dim.POWER, positive=True),
                          nodes=nodes))
     return tuple(out)
 

@@ -34,21 +34,21 @@ def _cited(f: Fields, sources: dict[str, Source], section: str, path: str) -> So
 
 
 def compute_peaks(f: Fields) -> dict[str, float]:
-    return {dtype: f.quantity_of(value, Dim.FLOP_RATE, dtype) for dtype, value in f.data.items()}
+    return {dtype: f.quantity(dtype, Dim.FLOP_RATE, positive=True) for dtype in f.data}
 
 
 def memory_tier(f: Fields, sources: dict[str, Source], default_name: str) -> MemoryTier:
     return build(f.path, MemoryTier,
                  name=f.get("name", default_name), kind=f.get("kind", "dram"),
-                 capacity_bytes=f.quantity("capacity", Dim.BYTES),
-                 bandwidth_bytes_per_s=f.quantity("bandwidth", Dim.BANDWIDTH),
+                 capacity_bytes=f.quantity("capacity", Dim.BYTES, positive=True),
+                 bandwidth_bytes_per_s=f.quantity("bandwidth", Dim.BANDWIDTH, positive=True),
                  latency_s=f.quantity("latency", Dim.TIME, 0.0),
                  source=_cited(f, sources, "memory", f.path))
 
 
 def link(f: Fields, sources: dict[str, Source], section: str) -> Link:
     return build(f.path, Link, kind=f.require("kind"),
-                 bandwidth_bytes_per_s=f.quantity("bandwidth", Dim.BANDWIDTH),
+                 bandwidth_bytes_per_s=f.quantity("bandwidth", Dim.BANDWIDTH, positive=True),
                  latency_s=f.quantity("latency", Dim.TIME, 0.0),
                  source=_cited(f, sources, section, f.path))
 
@@ -79,7 +79,7 @@ def _power(f: Fields, sources: dict[str, Source]) -> PowerSpec | None:
     if not f.data:
         return None
     return build(f.path, PowerSpec,
-                 idle_w=f.quantity("idle", Dim.POWER, None), tdp_w=f.quantity("tdp", Dim.POWER),
+                 idle_w=f.quantity("idle", Dim.POWER, None), tdp_w=f.quantity("tdp", Dim.POWER, positive=True),
                  compute_dynamic_w=f.quantity("compute_dynamic", Dim.POWER, None),
                  memory_dynamic_w=f.quantity("memory_dynamic", Dim.POWER, None),
                  cap_min_w=f.quantity("cap_min", Dim.POWER, None), cap_max_w=f.quantity("cap_max", Dim.POWER, None),
@@ -121,8 +121,8 @@ def _storage(f: Fields, sources: dict[str, Source]) -> Storage:
         r = Fields(row, path)
         table.append((r.quantity("block", Dim.BYTES), r.quantity("bandwidth", Dim.BANDWIDTH)))
     return build(f.path, Storage, name=f.require("name"), count=f.require("count"),
-                 capacity_bytes=f.quantity("capacity", Dim.BYTES),
-                 seq_read_bytes_per_s=f.quantity("seq_read", Dim.BANDWIDTH),
+                 capacity_bytes=f.quantity("capacity", Dim.BYTES, positive=True),
+                 seq_read_bytes_per_s=f.quantity("seq_read", Dim.BANDWIDTH, positive=True),
                  read_bandwidth_by_block=tuple(table), read_iops=f.quantity("read_iops", Dim.IO_RATE, None),
                  write_bytes_per_s=f.quantity("write", Dim.BANDWIDTH, None),
                  latency_s=f.quantity("latency", Dim.TIME, 0.0), source=_cited(f, sources, "storage", f.path))

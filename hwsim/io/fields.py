@@ -38,13 +38,23 @@ class Fields:
             raise SpecError(f"missing required field '{key}'", path=self.at(key), expected="a value")
         return self.data[key]
 
-    def quantity(self, key: str, dim: Dim, default: Any = _MISSING) -> Any:
-        """SI float of ``key`` parsed as ``dim``; ``default`` when absent (required if none)."""
+    def quantity(self, key: str, dim: Dim, default: Any = _MISSING, *, positive: bool = False) -> Any:
+        """SI float of ``key`` parsed as ``dim``; ``default`` when absent (required if none).
+
+        With ``positive``, zero and negative values are rejected at this field's path.
+        """
         if not self.has(key):
             if default is _MISSING:
-                return self.quantity_of(self.require(key), dim, key)
+                return self.quantity(key, dim, self.require(key), positive=positive)
             return default
-        return self.quantity_of(self.data[key], dim, key)
+        value = self.quantity_of(self.data[key], dim, key)
+        if positive and value <= 0:
+            raise SpecError(f"{key} must be > 0", path=self.at(key), expected=f"a positive {dim.value}",
+                            found=self.data[key])
+        if value < 0:
+            raise SpecError(f"{key} must be >= 0", path=self.at(key), expected=f"a non-negative {dim.value}",
+                            found=self.data[key])
+        return value
 
     def quantity_of(self, value: Any, dim: Dim, key: str | int) -> float:
         try:

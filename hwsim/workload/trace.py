@@ -34,7 +34,8 @@ import json
 import math
 import operator
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -46,7 +47,7 @@ from hwsim.workload.jsonstream import RawRecord, iter_json_records, iter_jsonl_r
 __all__ = [
     "DEFAULT_BLOCK_TOKENS", "RECORD_FIELDS", "REQUIRED_FIELDS", "Request", "TraceFormat",
     "iter_requests", "read_requests", "write_requests", "request_from_record", "request_to_record",
-    "trace_format",
+    "trace_format", "window",
 ]
 
 #: Tokens per prefix block unless a file or record says otherwise (Mooncake's block size).
@@ -296,6 +297,28 @@ def _located(raw: RawRecord, file: str) -> Request:
 def read_requests(path: str | Path, *, fmt: TraceFormat | None = None) -> list[Request]:
     """All requests of a trace file as a list (see :func:`iter_requests`)."""
     return list(iter_requests(path, fmt=fmt))
+
+
+def window(requests: Iterable[Request], *, start_s: float = 0.0, duration_s: float | None = None,
+           limit: int | None = None) -> Iterator[Request]:
+    """Requests arriving in ``[start_s, start_s + duration_s)``, shifted by ``-start_s``.
+
+    Stops reading at the first request past the window (arrivals never decrease) and after
+    ``limit`` requests.
+    """
+    if start_s < 0 or (duration_s is not None and duration_s < 0) or (limit is not None and limit < 0):
+        raise SpecError("bad window", expected="start_s >= 0, duration_s >= 0 and limit >= 0",
+                        found=f"start_s={start_s}, duration_s={duration_s}, limit={limit}")
+    end_s = None if duration_s is None else start_s + duration_s
+
+    def inside() -> Iterator[Request]:
+        for request in requests:
+            if end_s is not None and request.arrival_s >= end_s:
+                return
+            if request.arrival_s >= start_s:
+                yield request if start_s == 0 else replace(request, arrival_s=request.arrival_s - start_s)
+
+    return islice(inside(), limit)
 
 
 # ---------------------------------------------------------------- writing

@@ -1,0 +1,35 @@
+"""Shared click parameter types and options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from hwsim.errors import UnitError
+from hwsim.units import Dim, parse_quantity
+
+
+class QuantityParam(click.ParamType):
+    """A command-line quantity with a unit, e.g. ``--budget 40kW``."""
+
+    def __init__(self, dim: Dim) -> None:
+        self.dim = dim
+        self.name = dim.value
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return parse_quantity(str(value), self.dim)
+        except UnitError as err:
+            self.fail(str(err), param, ctx)
+
+
+def catalog_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--catalog DIR`` (repeatable): extra folders searched before the built-in catalog."""
+    return click.option(
+        "--catalog", "catalog_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
+        help="Extra catalog folder searched first (repeatable; also HWSIM_PATH).",
+    )(fn)

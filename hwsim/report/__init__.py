@@ -1,0 +1,1 @@
+"""Results and specs to people and files: summaries, tables, plots, timelines."""

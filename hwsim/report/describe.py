@@ -1,0 +1,77 @@
+"""Human-readable descriptions of hardware specs (``hwsim hardware show``)."""
+
+from __future__ import annotations
+
+from hwsim.spec.cluster import Cluster
+from hwsim.spec.hardware import Device, MemoryTier
+from hwsim.spec.topology import Link, Node
+from hwsim.units import Dim, format_quantity as fq
+
+
+def _tier(t: MemoryTier) -> str:
+    lat = f", latency {fq(t.latency_s, Dim.TIME)}" if t.latency_s else ""
+    return f"{t.name} ({t.kind}): {fq(t.capacity_bytes, Dim.BYTES)} at {fq(t.bandwidth_bytes_per_s, Dim.BANDWIDTH)}{lat}"
+
+
+def _link(link: Link) -> str:
+    lat = f", {fq(link.latency_s, Dim.TIME)}" if link.latency_s else ""
+    return f"{link.kind} {fq(link.bandwidth_bytes_per_s, Dim.BANDWIDTH)} per direction{lat}"
+
+
+def describe_device(d: Device) -> list[str]:
+    lines = [f"device {d.name}" + (f" ({d.vendor}, {d.kind})" if d.vendor else f" ({d.kind})")]
+    lines.append("  compute (dense): " + ", ".join(
+        f"{k} {fq(v, Dim.FLOP_RATE)}" for k, v in d.compute_flop_per_s.items()))
+    lines += ["  memory: " + _tier(t) for t in d.memory]
+    for e in d.efficiency:
+        lines.append(f"  efficiency {e.name}: {e.value:.3g} (calibrated on {', '.join(e.calibrated_on)})")
+    if d.power is not None:
+        p = d.power
+        parts = [f"TDP {fq(p.tdp_w, Dim.POWER)}"]
+        if p.idle_w is not None:
+            parts.append(f"idle {fq(p.idle_w, Dim.POWER)}")
+        if p.cap_min_w is not None:
+            parts.append(f"cap {fq(p.cap_min_w, Dim.POWER)}..{fq(p.cap_max_w or p.tdp_w, Dim.POWER)}")
+        lines.append("  power: " + ", ".join(parts))
+    if d.price is not None:
+        lines.append(f"  price: {d.price.usd_per_hour:.3g} USD/h")
+    lines += [f"  source [{k}]: {s}" for k, s in d.sources.items()]
+    return lines
+
+
+def describe_node(n: Node) -> list[str]:
+    lines = [f"node {n.name}: {n.device_count}x {n.device.name}"]
+    if n.scale_up.link is not None:
+        nvls = " with in-network reduction" if n.scale_up.in_network_reduction else ""
+        lines.append(f"  scale-up: {n.scale_up.topology}, {_link(n.scale_up.link)}{nvls}")
+    else:
+        lines.append("  scale-up: none (peers talk through the host)")
+    if n.host_link is not None:
+        lines.append(f"  host link: {_link(n.host_link)} per {n.devices_per_host_link} device(s)")
+    if n.cpu is not None:
+        lines.append(f"  cpu: {n.cpu.sockets}x {n.cpu.name} ({n.cpu.cores} cores)")
+        if n.cpu.memory is not None:
+            lines.append(f"  host memory: {_tier(n.cpu.memory)}")
+    for s in n.storage:
+        lines.append(f"  storage: {s.count}x {s.name}, {fq(s.capacity_bytes, Dim.BYTES)}, "
+                     f"seq read {fq(s.seq_read_bytes_per_s, Dim.BANDWIDTH)}")
+    if n.nics is not None:
+        lines.append(f"  nics: {n.nics.count}x {n.nics.name}, {_link(n.nics.link)}")
+    lines += ["  " + x for x in describe_device(n.device)]
+    return lines
+
+
+def describe_cluster(c: Cluster) -> list[str]:
+    f = c.fabric
+    lines = [f"cluster {c.name}: {c.num_nodes} nodes, {c.num_devices} devices"]
+    lines.append(f"  fabric: {f.topology}, {f.planes} plane(s), {f.nodes_per_leaf} nodes per leaf, "
+                 f"oversubscription {f.oversubscription:g}:1")
+    if f.scale_up_domain_nodes > 1:
+        lines.append(f"  scale-up domains of {f.scale_up_domain_nodes} nodes")
+    for d in c.power_domains:
+        lines.append(f"  power domain {d.name}: {fq(d.budget_w, Dim.POWER)} over {len(d.nodes)} nodes")
+    g = c.graph()
+    lines.append(f"  graph: {g.number_of_nodes()} vertices, {g.number_of_edges() // 2} links")
+    for grp in c.groups:
+        lines += ["  " + x for x in describe_node(grp.node)] if grp is c.groups[0] or grp.node != c.groups[0].node else []
+    return lines
