@@ -1,0 +1,59 @@
+"""Load a cluster file with its ``deployment:`` section: what ``hwsim simulate`` reads."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hwsim.errors import SpecError
+from hwsim.io.build_deployment import build_deployment
+from hwsim.io.fields import Fields
+from hwsim.io.load import Context, _ensure_builders
+from hwsim.io.source import read_document
+from hwsim.io.validate import check_schema
+from hwsim.spec.cluster import Cluster
+from hwsim.spec.deployment import Deployment
+from hwsim.spec.model import Model
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    """Hardware x model x deployment, plus the SHA-256 of each input file (provenance)."""
+
+    cluster: Cluster
+    model: Model
+    deployment: Deployment
+    input_hashes: dict[str, str]
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def load_scenario(path: str | Path, extra: Sequence[str | Path] = ()) -> Scenario:
+    """Read ``cluster.yaml`` (nodes, fabric, power domains and a ``deployment:`` section)."""
+    _ensure_builders()
+    doc = read_document(path)
+    data = doc.data
+    if not isinstance(data, dict):
+        raise SpecError("expected a cluster mapping", file=doc.file, found=data)
+    if "deployment" not in data:
+        raise SpecError("a scenario needs a 'deployment:' section (model, pools, parallelism)",
+                        file=doc.file, path="deployment", expected="a deployment mapping")
+    ctx = Context(extra)
+    cluster = ctx.build("cluster", data, doc=doc, prefix="")
+    section = data["deployment"]
+    try:
+        check_schema(section, "deployment")
+    except SpecError as err:
+        raise doc.error(err, "deployment") from None
+    try:
+        deployment, model = build_deployment(Fields(section, "deployment"), ctx, doc, cluster)
+    except SpecError as err:
+        if err.file is not None:
+            raise
+        raise doc.error(err) from None
+    return Scenario(cluster=cluster, model=model, deployment=deployment,
+                    input_hashes={str(path): file_sha256(path)})
