@@ -5,7 +5,8 @@ from __future__ import annotations
 from hwsim.spec.cluster import Cluster
 from hwsim.spec.hardware import Device, MemoryTier
 from hwsim.spec.topology import Link, Node
-from hwsim.units import Dim, format_quantity as fq
+from hwsim.units import Dim, format_quantity
+from hwsim.units import format_quantity as fq
 
 
 def _tier(t: MemoryTier) -> str:
@@ -74,4 +75,35 @@ def describe_cluster(c: Cluster) -> list[str]:
     lines.append(f"  graph: {g.number_of_nodes()} vertices, {g.number_of_edges() // 2} links")
     for grp in c.groups:
         lines += ["  " + x for x in describe_node(grp.node)] if grp is c.groups[0] or grp.node != c.groups[0].node else []
+    return lines
+
+
+def describe_deployment(cluster: Cluster, model: object, deployment: object, shares: list[object]) -> list[str]:
+    """Pools, parallelism and the weight bytes per device of a checked deployment."""
+    from hwsim.spec.deployment import Deployment
+    from hwsim.spec.sharding import WeightShare
+
+    assert isinstance(deployment, Deployment)
+    dev = deployment
+    lines = [f"deployment of {dev.model_name} on {cluster.name}: {dev.devices} of {cluster.num_devices} devices, "
+             f"weights {dev.dtypes.weights}, activations {dev.dtypes.activations}, KV {dev.dtypes.kv}, "
+             f"overlap {dev.overlap}"]
+    devices = cluster.device_names
+    for pool, share in zip(dev.pools, shares, strict=True):
+        assert isinstance(share, WeightShare)
+        p = pool.parallelism
+        device = devices[pool.first_device]
+        lines.append(f"  pool {pool.name} ({pool.role}): {pool.replicas} replica(s) x {p.devices} {device} "
+                     f"[tp={p.tp} attention_dp={p.attention_dp} ep={p.ep} moe_tp={p.expert_tp} pp={p.pp}]")
+        s = pool.scheduler
+        chunk = f", chunked prefill {s.chunked_prefill_tokens}" if s.chunked_prefill_tokens else ""
+        lines.append(f"    scheduler: {s.policy}, max {s.max_seqs} seqs, {s.max_batched_tokens} tokens/step{chunk}")
+        lines.append(f"    weights per device: {format_quantity(share.total_bytes, Dim.BYTES)} "
+                     f"(dense {format_quantity(share.dense_bytes, Dim.BYTES)}, "
+                     f"experts {format_quantity(share.experts_bytes, Dim.BYTES)} = {share.experts_per_device} "
+                     f"per MoE layer, embeddings {format_quantity(share.embedding_bytes, Dim.BYTES)})")
+    e = dev.experts
+    params = ", ".join(f"{k}={v}" for k, v in e.routing.params.items())
+    lines.append(f"  experts: placement {e.placement}, {e.redundant} redundant, routing {e.routing.model}"
+                 + (f" ({params})" if params else ""))
     return lines

@@ -12,7 +12,7 @@ import io
 import os
 import tempfile
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
@@ -63,7 +63,10 @@ def read_errors(path: str | Path) -> Iterator[None]:
         yield
     except UnicodeDecodeError as err:
         raise SpecError(
-            "the file is not UTF-8 text", file=str(path), expected="UTF-8 text", found=err.object[err.start : err.start + 8]
+            "the file is not UTF-8 text",
+            file=str(path),
+            expected="UTF-8 text",
+            found=err.object[err.start : err.start + 8],
         ) from None
     except (gzip.BadGzipFile, EOFError) as err:
         raise SpecError(f"broken gzip stream: {err}", file=str(path)) from None
@@ -92,7 +95,9 @@ def atomic_text_writer(path: str | Path) -> Iterator[TextIO]:
             raw = stack.enter_context(os.fdopen(fd, "wb"))
             binary: BinaryIO | gzip.GzipFile = raw
             if is_gzip(p):
-                binary = stack.enter_context(gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0))
+                binary = stack.enter_context(
+                    gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0)
+                )
             text = io.TextIOWrapper(binary, encoding="utf-8", newline="\n")
             stack.callback(_detach_quietly, text)  # closes before gzip and raw (LIFO)
             yield text
@@ -112,14 +117,10 @@ def atomic_text_writer(path: str | Path) -> Iterator[TextIO]:
 
 def _detach_quietly(text: io.TextIOWrapper) -> None:
     # Detach so that the wrapper never closes (or flushes into) the already closed binary file.
-    try:
+    with suppress(ValueError):  # already detached
         text.detach()
-    except ValueError:  # pragma: no cover - already detached
-        pass
 
 
 def _unlink_quietly(path: str) -> None:
-    try:
+    with suppress(OSError):  # already gone
         os.unlink(path)
-    except OSError:  # pragma: no cover - already gone
-        pass

@@ -33,12 +33,26 @@ import numpy as np
 from hwsim.errors import SpecError
 from hwsim.registry import Registry
 from hwsim.workload.files import open_text, read_errors
-from hwsim.workload.importers import ImportReport, detect_format, import_requests, parse_tokens, read_csv_columns
+from hwsim.workload.importers import (
+    ImportReport,
+    detect_format,
+    import_requests,
+    parse_tokens,
+    read_csv_columns,
+)
 from hwsim.workload.trace import Request
 
 __all__ = [
-    "ArrivalProcess", "LengthModel", "PoissonArrivals", "GammaArrivals", "DiurnalArrivals", "ARRIVALS",
-    "LognormalLengths", "EmpiricalLengths", "generate_requests", "make_rng",
+    "ArrivalProcess",
+    "LengthModel",
+    "PoissonArrivals",
+    "GammaArrivals",
+    "DiurnalArrivals",
+    "ARRIVALS",
+    "LognormalLengths",
+    "EmpiricalLengths",
+    "generate_requests",
+    "make_rng",
 ]
 
 #: Arrival times are rounded to this many decimals of a second (1 us).
@@ -49,7 +63,9 @@ DEFAULT_CHUNK = 4096
 class ArrivalProcess(Protocol):
     """Something that yields successive chunks of increasing arrival times in seconds."""
 
-    def times(self, rng: np.random.Generator, *, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]: ...
+    def times(
+        self, rng: np.random.Generator, *, chunk: int = DEFAULT_CHUNK
+    ) -> Iterator[np.ndarray]: ...
 
 
 class LengthModel(Protocol):
@@ -75,7 +91,9 @@ class PoissonArrivals:
     def __post_init__(self) -> None:
         _positive("rate_per_s", self.rate_per_s)
 
-    def times(self, rng: np.random.Generator, *, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+    def times(
+        self, rng: np.random.Generator, *, chunk: int = DEFAULT_CHUNK
+    ) -> Iterator[np.ndarray]:
         now_s = 0.0
         while True:
             times = now_s + np.cumsum(rng.exponential(1.0 / self.rate_per_s, chunk))
@@ -94,7 +112,9 @@ class GammaArrivals:
         _positive("rate_per_s", self.rate_per_s)
         _positive("cv", self.cv)
 
-    def times(self, rng: np.random.Generator, *, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+    def times(
+        self, rng: np.random.Generator, *, chunk: int = DEFAULT_CHUNK
+    ) -> Iterator[np.ndarray]:
         shape = 1.0 / self.cv**2
         scale = 1.0 / (self.rate_per_s * shape)
         now_s = 0.0
@@ -133,9 +153,13 @@ class DiurnalArrivals:
     def rate_at(self, t_s: np.ndarray | float) -> np.ndarray | float:
         """Instantaneous rate in requests per second at time ``t_s``."""
         peak_s = self.period_s / 2 if self.peak_at_s is None else self.peak_at_s
-        return self.rate_per_s * (1.0 + self.amplitude * np.cos(2 * np.pi * (np.asarray(t_s) - peak_s) / self.period_s))
+        return self.rate_per_s * (
+            1.0 + self.amplitude * np.cos(2 * np.pi * (np.asarray(t_s) - peak_s) / self.period_s)
+        )
 
-    def times(self, rng: np.random.Generator, *, chunk: int = DEFAULT_CHUNK) -> Iterator[np.ndarray]:
+    def times(
+        self, rng: np.random.Generator, *, chunk: int = DEFAULT_CHUNK
+    ) -> Iterator[np.ndarray]:
         peak_rate = self.rate_per_s * (1.0 + self.amplitude)
         now_s = 0.0
         while True:
@@ -182,7 +206,9 @@ class LognormalLengths:
         return inputs, outputs
 
 
-def _lognormal(rng: np.random.Generator, median: float, sigma: float, maximum: int, n: int) -> np.ndarray:
+def _lognormal(
+    rng: np.random.Generator, median: float, sigma: float, maximum: int, n: int
+) -> np.ndarray:
     draws = rng.lognormal(math.log(median), sigma, n)
     return np.clip(np.rint(draws), 1, maximum).astype(np.int64)
 
@@ -239,9 +265,12 @@ class EmpiricalLengths:
             dropped = _read_length_csv(path, inputs, outputs, drop_invalid=drop_invalid)
         if not inputs:
             raise SpecError("no lengths in the file", file=str(path), expected="at least one row")
-        return cls(input_tokens=np.frombuffer(inputs, dtype=np.int64).copy(),
-                   output_tokens=np.frombuffer(outputs, dtype=np.int64).copy(), source=str(path),
-                   dropped_invalid=dropped)
+        return cls(
+            input_tokens=np.frombuffer(inputs, dtype=np.int64).copy(),
+            output_tokens=np.frombuffer(outputs, dtype=np.int64).copy(),
+            source=str(path),
+            dropped_invalid=dropped,
+        )
 
 
 def _read_length_csv(path: str | Path, inputs: array, outputs: array, *, drop_invalid: bool) -> int:
@@ -250,10 +279,14 @@ def _read_length_csv(path: str | Path, inputs: array, outputs: array, *, drop_in
         header = {name.strip().lstrip("\ufeff") for name in fh.readline().split(",")}
         pair = next((p for p in LENGTH_COLUMNS if set(p) <= header), None)
         if pair is None:
-            raise SpecError("cannot read lengths from the file", file=file, line=1,
-                            expected="a trace, or a CSV with columns "
-                            + " or ".join(",".join(p) for p in LENGTH_COLUMNS),
-                            found=",".join(sorted(header)))
+            raise SpecError(
+                "cannot read lengths from the file",
+                file=file,
+                line=1,
+                expected="a trace, or a CSV with columns "
+                + " or ".join(",".join(p) for p in LENGTH_COLUMNS),
+                found=",".join(sorted(header)),
+            )
         fh.seek(0)
         dropped = 0
         for line, (a, b) in read_csv_columns(fh, file, pair):
@@ -261,8 +294,13 @@ def _read_length_csv(path: str | Path, inputs: array, outputs: array, *, drop_in
             n_out = parse_tokens(b, file=file, line=line, column=pair[1])
             if n_in == 0 or n_out == 0:
                 if not drop_invalid:
-                    raise SpecError("a row with 0 tokens (pass --drop-invalid to skip such rows)", file=file,
-                                    line=line, expected="lengths >= 1", found=f"{n_in}, {n_out}")
+                    raise SpecError(
+                        "a row with 0 tokens (pass --drop-invalid to skip such rows)",
+                        file=file,
+                        line=line,
+                        expected="lengths >= 1",
+                        found=f"{n_in}, {n_out}",
+                    )
                 dropped += 1
                 continue
             inputs.append(n_in)
@@ -309,26 +347,46 @@ def generate_requests(
     """
     if (seed is None) == (rng is None):
         raise ValueError("give exactly one of seed and rng")
-    if chunk < 1 or (count is not None and count < 0) or (duration_s is not None and not duration_s >= 0):
+    if (
+        chunk < 1
+        or (count is not None and count < 0)
+        or (duration_s is not None and not duration_s >= 0)
+    ):
         raise ValueError(f"bad limits: chunk={chunk}, count={count}, duration_s={duration_s}")
     arrival_rng, length_rng = (rng if rng is not None else make_rng(seed or 0)).spawn(2)
     return _requests(arrivals, lengths, arrival_rng, length_rng, duration_s, count, tenant, chunk)
 
 
-def _requests(arrivals: ArrivalProcess, lengths: LengthModel, arrival_rng: np.random.Generator,
-              length_rng: np.random.Generator, duration_s: float | None, count: int | None,
-              tenant: str | None, chunk: int) -> Iterator[Request]:
+def _requests(
+    arrivals: ArrivalProcess,
+    lengths: LengthModel,
+    arrival_rng: np.random.Generator,
+    length_rng: np.random.Generator,
+    duration_s: float | None,
+    count: int | None,
+    tenant: str | None,
+    chunk: int,
+) -> Iterator[Request]:
     made = 0
     for raw in arrivals.times(arrival_rng, chunk=chunk):
         if count is not None and made >= count:
             return
         times = np.round(raw, TIME_DECIMALS)
         inputs, outputs = lengths.sample(length_rng, times.size)
-        stop = times.size if duration_s is None else int(np.searchsorted(times, duration_s, side="left"))
+        stop = (
+            times.size
+            if duration_s is None
+            else int(np.searchsorted(times, duration_s, side="left"))
+        )
         stop = stop if count is None else min(stop, count - made)
         for i in range(stop):
-            yield Request(request_id=made + i, arrival_s=float(times[i]), input_tokens=int(inputs[i]),
-                          output_tokens=int(outputs[i]), tenant=tenant)
+            yield Request(
+                request_id=made + i,
+                arrival_s=float(times[i]),
+                input_tokens=int(inputs[i]),
+                output_tokens=int(outputs[i]),
+                tenant=tenant,
+            )
         made += stop
         if stop < times.size:
             return

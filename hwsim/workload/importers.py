@@ -38,8 +38,17 @@ from hwsim.registry import Registry, suggest
 from hwsim.workload.files import open_text, read_errors, strip_gz
 from hwsim.workload.trace import DEFAULT_BLOCK_TOKENS, Request, iter_requests, window
 
-__all__ = ["IMPORTERS", "FORMAT_CHOICES", "Importer", "ImportReport", "import_requests", "detect_format",
-           "azure_timestamp_ns", "read_csv_columns", "parse_tokens"]
+__all__ = [
+    "IMPORTERS",
+    "FORMAT_CHOICES",
+    "Importer",
+    "ImportReport",
+    "import_requests",
+    "detect_format",
+    "azure_timestamp_ns",
+    "read_csv_columns",
+    "parse_tokens",
+]
 
 
 @dataclass(slots=True)
@@ -81,25 +90,39 @@ IMPORTERS: Registry[Importer] = Registry("trace format")
 # ---------------------------------------------------------------- shared parsing
 
 
-def read_csv_columns(fh: TextIO, file: str, columns: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
+def read_csv_columns(
+    fh: TextIO, file: str, columns: tuple[str, ...]
+) -> Iterator[tuple[int, list[str]]]:
     """Yield ``(line, [value of each of columns])`` for each non-empty CSV data row."""
     reader = csv.reader(fh)
     try:
         header = next(reader, None)
         if header is None:
-            raise SpecError("empty file", file=file, line=1, expected="a CSV header: " + ",".join(columns))
+            raise SpecError(
+                "empty file", file=file, line=1, expected="a CSV header: " + ",".join(columns)
+            )
         names = [name.strip().lstrip("\ufeff") for name in header]
         for col in columns:
             if col not in names:
-                raise SpecError(f"missing column '{col}'{suggest(col, names)}", file=file, line=1,
-                                expected="columns " + ",".join(columns), found=",".join(names))
+                raise SpecError(
+                    f"missing column '{col}'{suggest(col, names)}",
+                    file=file,
+                    line=1,
+                    expected="columns " + ",".join(columns),
+                    found=",".join(names),
+                )
         where = [names.index(col) for col in columns]
         for row in reader:
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) < len(names):
-                raise SpecError("short row", file=file, line=reader.line_num,
-                                expected=f"{len(names)} columns", found=",".join(row))
+                raise SpecError(
+                    "short row",
+                    file=file,
+                    line=reader.line_num,
+                    expected=f"{len(names)} columns",
+                    found=",".join(row),
+                )
             yield reader.line_num, [row[i].strip() for i in where]
     except csv.Error as err:
         raise SpecError(f"malformed CSV: {err}", file=file, line=reader.line_num) from None
@@ -119,8 +142,14 @@ def parse_tokens(text: Any, *, file: str, line: int, column: str) -> int:
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if type(value) is not int or value < 0:
-        raise SpecError(f"bad token count in '{column}'", file=file, line=line, path=column,
-                        expected="an integer >= 0", found=text)
+        raise SpecError(
+            f"bad token count in '{column}'",
+            file=file,
+            line=line,
+            path=column,
+            expected="an integer >= 0",
+            found=text,
+        )
     return value
 
 
@@ -130,8 +159,14 @@ def _seconds(text: str, *, file: str, line: int, column: str) -> float:
     except ValueError:
         value = float("nan")
     if not value >= 0 or value == float("inf"):
-        raise SpecError(f"bad time in '{column}'", file=file, line=line, path=column,
-                        expected="a number of seconds >= 0", found=text)
+        raise SpecError(
+            f"bad time in '{column}'",
+            file=file,
+            line=line,
+            path=column,
+            expected="a number of seconds >= 0",
+            found=text,
+        )
     return value
 
 
@@ -158,7 +193,11 @@ def azure_timestamp_ns(text: str) -> int:
         raise ValueError(text)
     days = dt.date(year, month, day).toordinal() - _EPOCH_DAY
     zone = m.group(8) or "Z"
-    offset_s = 0 if zone == "Z" else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 3600 + int(zone[-2:]) * 60)
+    offset_s = (
+        0
+        if zone == "Z"
+        else (1 if zone[0] == "+" else -1) * (int(zone[1:3]) * 3600 + int(zone[-2:]) * 60)
+    )
     total_s = days * 86400 + hour * 3600 + minute * 60 + second - offset_s
     return total_s * 10**9 + int((m.group(7) or "").ljust(9, "0"))
 
@@ -168,10 +207,20 @@ def _azure_rows(fh: TextIO, file: str) -> Iterator[_Row]:
         try:
             ns = azure_timestamp_ns(stamp)
         except ValueError:
-            raise SpecError("bad timestamp in 'TIMESTAMP'", file=file, line=line, path="TIMESTAMP",
-                            expected="a time such as '2023-11-16 18:15:46.6805900'", found=stamp) from None
-        yield _Row(line, ns, parse_tokens(ctx, file=file, line=line, column="ContextTokens"),
-                   parse_tokens(gen, file=file, line=line, column="GeneratedTokens"))
+            raise SpecError(
+                "bad timestamp in 'TIMESTAMP'",
+                file=file,
+                line=line,
+                path="TIMESTAMP",
+                expected="a time such as '2023-11-16 18:15:46.6805900'",
+                found=stamp,
+            ) from None
+        yield _Row(
+            line,
+            ns,
+            parse_tokens(ctx, file=file, line=line, column="ContextTokens"),
+            parse_tokens(gen, file=file, line=line, column="GeneratedTokens"),
+        )
 
 
 _MOONCAKE_KEYS = ("timestamp", "input_length", "output_length")
@@ -184,24 +233,52 @@ def _mooncake_rows(fh: TextIO, file: str) -> Iterator[_Row]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise SpecError(f"malformed JSON: {err.msg} at column {err.colno}", file=file, line=line,
-                            expected="one JSON object per line", found=text.strip()) from None
+            raise SpecError(
+                f"malformed JSON: {err.msg} at column {err.colno}",
+                file=file,
+                line=line,
+                expected="one JSON object per line",
+                found=text.strip(),
+            ) from None
         if not isinstance(data, dict):
             raise SpecError("a request must be a JSON object", file=file, line=line, found=data)
         for key in _MOONCAKE_KEYS:
             if key not in data:
-                raise SpecError(f"missing field '{key}'{suggest(key, list(data))}", file=file, line=line,
-                                path=key, expected="keys " + ", ".join(_MOONCAKE_KEYS), found=", ".join(data))
+                raise SpecError(
+                    f"missing field '{key}'{suggest(key, list(data))}",
+                    file=file,
+                    line=line,
+                    path=key,
+                    expected="keys " + ", ".join(_MOONCAKE_KEYS),
+                    found=", ".join(data),
+                )
         ms = data["timestamp"]
         if type(ms) not in (int, float) or not ms >= 0:
-            raise SpecError("bad timestamp", file=file, line=line, path="timestamp",
-                            expected="milliseconds, a number >= 0", found=ms)
+            raise SpecError(
+                "bad timestamp",
+                file=file,
+                line=line,
+                path="timestamp",
+                expected="milliseconds, a number >= 0",
+                found=ms,
+            )
         hashes = data.get("hash_ids", [])
         if not isinstance(hashes, list) or any(type(h) is not int for h in hashes):
-            raise SpecError("bad hash_ids", file=file, line=line, path="hash_ids",
-                            expected="a list of integers", found=hashes)
-        yield _Row(line, ms, parse_tokens(data["input_length"], file=file, line=line, column="input_length"),
-                   parse_tokens(data["output_length"], file=file, line=line, column="output_length"), tuple(hashes))
+            raise SpecError(
+                "bad hash_ids",
+                file=file,
+                line=line,
+                path="hash_ids",
+                expected="a list of integers",
+                found=hashes,
+            )
+        yield _Row(
+            line,
+            ms,
+            parse_tokens(data["input_length"], file=file, line=line, column="input_length"),
+            parse_tokens(data["output_length"], file=file, line=line, column="output_length"),
+            tuple(hashes),
+        )
 
 
 _BURSTGPT_COLUMNS = ("Timestamp", "Model", "Request tokens", "Response tokens", "Log Type")
@@ -210,9 +287,14 @@ _BURSTGPT_COLUMNS = ("Timestamp", "Model", "Request tokens", "Response tokens", 
 def _burstgpt_rows(fh: TextIO, file: str) -> Iterator[_Row]:
     for line, (stamp, model, req, resp, log_type) in read_csv_columns(fh, file, _BURSTGPT_COLUMNS):
         outputs = parse_tokens(resp, file=file, line=line, column="Response tokens")
-        yield _Row(line, _seconds(stamp, file=file, line=line, column="Timestamp"),
-                   parse_tokens(req, file=file, line=line, column="Request tokens"), outputs,
-                   tenant=f"{model}/{log_type}" if model or log_type else None, failed=outputs == 0)
+        yield _Row(
+            line,
+            _seconds(stamp, file=file, line=line, column="Timestamp"),
+            parse_tokens(req, file=file, line=line, column="Request tokens"),
+            outputs,
+            tenant=f"{model}/{log_type}" if model or log_type else None,
+            failed=outputs == 0,
+        )
 
 
 _VIDUR_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
@@ -220,22 +302,50 @@ _VIDUR_COLUMNS = ("arrived_at", "num_prefill_tokens", "num_decode_tokens")
 
 def _vidur_rows(fh: TextIO, file: str) -> Iterator[_Row]:
     for line, (stamp, prefill, decode) in read_csv_columns(fh, file, _VIDUR_COLUMNS):
-        yield _Row(line, _seconds(stamp, file=file, line=line, column="arrived_at"),
-                   parse_tokens(prefill, file=file, line=line, column="num_prefill_tokens"),
-                   parse_tokens(decode, file=file, line=line, column="num_decode_tokens"))
+        yield _Row(
+            line,
+            _seconds(stamp, file=file, line=line, column="arrived_at"),
+            parse_tokens(prefill, file=file, line=line, column="num_prefill_tokens"),
+            parse_tokens(decode, file=file, line=line, column="num_decode_tokens"),
+        )
 
 
 for _importer in (
-    Importer(name="azure", description="Azure LLM inference trace 2023 (CSV)", columns=_AZURE_COLUMNS,
-             ticks_per_s=1e9, rows=_azure_rows),
-    Importer(name="mooncake", description="Mooncake FAST'25 trace (JSONL, ms, 512-token hash blocks)",
-             columns=_MOONCAKE_KEYS, ticks_per_s=1e3, rows=_mooncake_rows),
-    Importer(name="burstgpt", description="BurstGPT trace (CSV, seconds)", columns=_BURSTGPT_COLUMNS,
-             ticks_per_s=1.0, rows=_burstgpt_rows),
-    Importer(name="vidur", description="Vidur trace-replay CSV (seconds)", columns=_VIDUR_COLUMNS,
-             ticks_per_s=1.0, rows=_vidur_rows),
-    Importer(name="hwsim", description="hwsim trace (JSONL or JSON)", columns=("arrival_s",), ticks_per_s=1.0,
-             rows=None),
+    Importer(
+        name="azure",
+        description="Azure LLM inference trace 2023 (CSV)",
+        columns=_AZURE_COLUMNS,
+        ticks_per_s=1e9,
+        rows=_azure_rows,
+    ),
+    Importer(
+        name="mooncake",
+        description="Mooncake FAST'25 trace (JSONL, ms, 512-token hash blocks)",
+        columns=_MOONCAKE_KEYS,
+        ticks_per_s=1e3,
+        rows=_mooncake_rows,
+    ),
+    Importer(
+        name="burstgpt",
+        description="BurstGPT trace (CSV, seconds)",
+        columns=_BURSTGPT_COLUMNS,
+        ticks_per_s=1.0,
+        rows=_burstgpt_rows,
+    ),
+    Importer(
+        name="vidur",
+        description="Vidur trace-replay CSV (seconds)",
+        columns=_VIDUR_COLUMNS,
+        ticks_per_s=1.0,
+        rows=_vidur_rows,
+    ),
+    Importer(
+        name="hwsim",
+        description="hwsim trace (JSONL or JSON)",
+        columns=("arrival_s",),
+        ticks_per_s=1.0,
+        rows=None,
+    ),
 ):
     IMPORTERS.add(_importer.name, _importer)
 
@@ -274,9 +384,13 @@ def detect_format(path: str | Path) -> str:
         for name in ("azure", "burstgpt", "vidur"):
             if set(IMPORTERS.get(name).columns) <= header:
                 return name
-    raise SpecError("cannot detect the trace format from the first line", file=str(path), line=1,
-                    expected="a format among " + ", ".join(IMPORTERS.names()) + " (pass --format to choose)",
-                    found=first[:80] or "an empty file")
+    raise SpecError(
+        "cannot detect the trace format from the first line",
+        file=str(path),
+        line=1,
+        expected="a format among " + ", ".join(IMPORTERS.names()) + " (pass --format to choose)",
+        found=first[:80] or "an empty file",
+    )
 
 
 # ---------------------------------------------------------------- importing
@@ -335,8 +449,9 @@ def _counted_out(requests: Iterator[Request], report: ImportReport) -> Iterator[
         yield request
 
 
-def _import_rows(path: str | Path, importer: Importer, *, drop_invalid: bool,
-                 report: ImportReport) -> Iterator[Request]:
+def _import_rows(
+    path: str | Path, importer: Importer, *, drop_invalid: bool, report: ImportReport
+) -> Iterator[Request]:
     assert importer.rows is not None
     file = str(path)
     with open_text(path) as fh, read_errors(path):
@@ -346,8 +461,13 @@ def _import_rows(path: str | Path, importer: Importer, *, drop_invalid: bool,
             report.rows += 1
             origin = row.time if origin is None else origin
             if previous is not None and row.time < previous:
-                raise SpecError(f"times decrease at row {index} (the {importer.name} importer needs them sorted)",
-                                file=file, line=row.line, expected=f">= {previous!r}", found=row.time)
+                raise SpecError(
+                    f"times decrease at row {index} (the {importer.name} importer needs them sorted)",
+                    file=file,
+                    line=row.line,
+                    expected=f">= {previous!r}",
+                    found=row.time,
+                )
             previous = row.time
             if row.failed:
                 report.skipped_failures += 1
@@ -355,13 +475,17 @@ def _import_rows(path: str | Path, importer: Importer, *, drop_invalid: bool,
             if row.input_tokens == 0 or row.output_tokens == 0:
                 _invalid(row, file, drop_invalid, report)
                 continue
-            yield _request(row, index, (row.time - origin) / importer.ticks_per_s, importer.block_tokens, file)
+            yield _request(
+                row, index, (row.time - origin) / importer.ticks_per_s, importer.block_tokens, file
+            )
 
 
 def _invalid(row: _Row, file: str, drop_invalid: bool, report: ImportReport) -> None:
     if not drop_invalid:
         raise SpecError(
-            "a request with 0 tokens (pass --drop-invalid to skip such rows)", file=file, line=row.line,
+            "a request with 0 tokens (pass --drop-invalid to skip such rows)",
+            file=file,
+            line=row.line,
             expected="input and output tokens >= 1",
             found=f"{row.input_tokens} input, {row.output_tokens} output tokens",
         )
@@ -372,8 +496,14 @@ def _invalid(row: _Row, file: str, drop_invalid: bool, report: ImportReport) -> 
 
 def _request(row: _Row, index: int, arrival_s: float, block_tokens: int, file: str) -> Request:
     try:
-        return Request(request_id=index, arrival_s=arrival_s, input_tokens=row.input_tokens,
-                       output_tokens=row.output_tokens, prefix_blocks=row.prefix_blocks,
-                       block_tokens=block_tokens, tenant=row.tenant)
+        return Request(
+            request_id=index,
+            arrival_s=arrival_s,
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            prefix_blocks=row.prefix_blocks,
+            block_tokens=block_tokens,
+            tenant=row.tenant,
+        )
     except ValueError as err:
         raise SpecError(str(err), file=file, line=row.line) from None

@@ -70,13 +70,15 @@ def iter_json_records(fh: TextIO, file: str) -> Iterator[RawRecord]:
         yield from _header_object(scan)
     else:
         raise scan.error(
-            "not a JSON trace", expected="'[' (an array of requests) or '{' (an object with 'requests')",
+            "not a JSON trace",
+            expected="'[' (an array of requests) or '{' (an object with 'requests')",
             found=first if first is not None else "an empty file",
         )
     if scan.peek() is not None:
         raise scan.error(
             "extra data after the JSON value (is this a JSON Lines file? name it .jsonl)",
-            expected="the end of the file", found=scan.snippet(),
+            expected="the end of the file",
+            found=scan.snippet(),
         )
 
 
@@ -98,8 +100,11 @@ def _array(scan: _Scanner, prefix: str, block_tokens: int | None) -> Iterator[Ra
             scan.advance()
             return
         else:
-            raise scan.error(f"malformed JSON after {path}", expected="',' or ']'",
-                             found=scan.snippet() if nxt is not None else "the end of the file")
+            raise scan.error(
+                f"malformed JSON after {path}",
+                expected="',' or ']'",
+                found=scan.snippet() if nxt is not None else "the end of the file",
+            )
 
 
 def _header_object(scan: _Scanner) -> Iterator[RawRecord]:
@@ -111,13 +116,17 @@ def _header_object(scan: _Scanner) -> Iterator[RawRecord]:
         if not isinstance(key, str):
             raise scan.error("malformed JSON: expected a key", expected="a quoted key", found=key)
         if key in seen:
-            raise scan.error(f"duplicate field '{key}'", expected="each top-level key once", found=key)
+            raise scan.error(
+                f"duplicate field '{key}'", expected="each top-level key once", found=key
+            )
         scan.expect(":", f"':' after the key '{key}'")
         if key == "requests":
             yield from _array(scan, "requests", block_tokens)
         else:
             value, line = scan.value(key)
-            block_tokens = _header_value(key, value, seen, file=scan.file, line=line) or block_tokens
+            block_tokens = (
+                _header_value(key, value, seen, file=scan.file, line=line) or block_tokens
+            )
         seen.add(key)
         if scan.peek() != ",":
             break
@@ -125,26 +134,53 @@ def _header_object(scan: _Scanner) -> Iterator[RawRecord]:
     scan.expect("}", "',' or '}'")
     for key in ("version", "requests"):
         if key not in seen:
-            raise SpecError(f"missing required field '{key}'", file=scan.file, path=key,
-                            expected="an object with 'version': 1 and 'requests': [...]")
+            raise SpecError(
+                f"missing required field '{key}'",
+                file=scan.file,
+                path=key,
+                expected="an object with 'version': 1 and 'requests': [...]",
+            )
 
 
 def _header_value(key: str, value: Any, seen: set[str], *, file: str, line: int) -> int | None:
     """Check one top-level key other than ``requests``; return the block size if it is one."""
     if key == "version":
         if type(value) is not int or value != 1:
-            raise SpecError("unsupported trace version", file=file, line=line, path=key, expected="1", found=value)
+            raise SpecError(
+                "unsupported trace version",
+                file=file,
+                line=line,
+                path=key,
+                expected="1",
+                found=value,
+            )
         return None
     if key == "block_tokens":
         if "requests" in seen:
-            raise SpecError("'block_tokens' must come before 'requests' (the file is read as a stream)",
-                            file=file, line=line, path=key)
+            raise SpecError(
+                "'block_tokens' must come before 'requests' (the file is read as a stream)",
+                file=file,
+                line=line,
+                path=key,
+            )
         if type(value) is not int or value < 1:
-            raise SpecError("bad block size", file=file, line=line, path=key,
-                            expected="an integer number of tokens >= 1", found=value)
+            raise SpecError(
+                "bad block size",
+                file=file,
+                line=line,
+                path=key,
+                expected="an integer number of tokens >= 1",
+                found=value,
+            )
         return value
-    raise SpecError(f"unknown field '{key}'{suggest(key, HEADER_FIELDS)}", file=file, line=line, path=key,
-                    expected="one of " + ", ".join(HEADER_FIELDS), found=key)
+    raise SpecError(
+        f"unknown field '{key}'{suggest(key, HEADER_FIELDS)}",
+        file=file,
+        line=line,
+        path=key,
+        expected="one of " + ", ".join(HEADER_FIELDS),
+        found=key,
+    )
 
 
 class _Scanner:
@@ -200,7 +236,11 @@ class _Scanner:
     def expect(self, char: str, what: str) -> None:
         got = self.peek()
         if got != char:
-            raise self.error("malformed JSON", expected=what, found=self.snippet() if got else "the end of the file")
+            raise self.error(
+                "malformed JSON",
+                expected=what,
+                found=self.snippet() if got else "the end of the file",
+            )
         self.advance()
 
     def value(self, path: str) -> tuple[Any, int]:
@@ -213,8 +253,11 @@ class _Scanner:
             except json.JSONDecodeError as err:
                 if self._more():
                     continue
-                raise SpecError(f"malformed JSON at {path}: {err.msg}", file=self.file,
-                                line=self._buf_line + err.lineno - 1) from None
+                raise SpecError(
+                    f"malformed JSON at {path}: {err.msg}",
+                    file=self.file,
+                    line=self._buf_line + err.lineno - 1,
+                ) from None
             if end < len(self._buf) or not self._more():  # a number may go on in the next chunk
                 line = self.line_at(self._pos)
                 self._pos = end
@@ -230,4 +273,6 @@ class _Scanner:
         return self._buf[self._pos : self._pos + 20]
 
     def error(self, message: str, *, expected: str | None = None, found: Any = None) -> SpecError:
-        return SpecError(message, file=self.file, line=self.line_at(self._pos), expected=expected, found=found)
+        return SpecError(
+            message, file=self.file, line=self.line_at(self._pos), expected=expected, found=found
+        )

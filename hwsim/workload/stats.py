@@ -124,8 +124,15 @@ class _Histogram:
         n = int(cum[-1])
         total = int(np.dot(values, counts))
         p = {q: _percentile(values, cum, n, q) for q in PERCENTILES}
-        return TokenStats(total=total, mean=total / n, p50=p[50], p90=p[90], p99=p[99],
-                          min=int(values[0]), max=int(values[-1]))
+        return TokenStats(
+            total=total,
+            mean=total / n,
+            p50=p[50],
+            p90=p[90],
+            p99=p[99],
+            min=int(values[0]),
+            max=int(values[-1]),
+        )
 
 
 def _percentile(values: np.ndarray, cum: np.ndarray, n: int, q: float) -> float:
@@ -171,9 +178,15 @@ def trace_stats(requests: Iterable[Request]) -> TraceStats:
         peak = max(peak, in_bin)
     span = last - first if count else math.nan
     return TraceStats(
-        count=count, first_arrival_s=first, span_s=span,
+        count=count,
+        first_arrival_s=first,
+        span_s=span,
         mean_rate_per_s=(count - 1) / span if count > 1 and span > 0 else math.nan,
-        interarrival_cv=gaps.cv, per_second_cv=bins.cv, peak_per_second=peak,
-        input_tokens=inputs.summary(), output_tokens=outputs.summary(),
-        prefix_blocks=blocks, prefix_reuse_fraction=reused / blocks if blocks else None,
+        interarrival_cv=gaps.cv,
+        per_second_cv=bins.cv,
+        peak_per_second=peak,
+        input_tokens=inputs.summary(),
+        output_tokens=outputs.summary(),
+        prefix_blocks=blocks,
+        prefix_reuse_fraction=reused / blocks if blocks else None,
     )

@@ -45,16 +45,33 @@ from hwsim.workload.files import atomic_text_writer, open_text, read_errors, str
 from hwsim.workload.jsonstream import RawRecord, iter_json_records, iter_jsonl_records
 
 __all__ = [
-    "DEFAULT_BLOCK_TOKENS", "RECORD_FIELDS", "REQUIRED_FIELDS", "Request", "TraceFormat",
-    "iter_requests", "read_requests", "write_requests", "request_from_record", "request_to_record",
-    "trace_format", "window",
+    "DEFAULT_BLOCK_TOKENS",
+    "RECORD_FIELDS",
+    "REQUIRED_FIELDS",
+    "Request",
+    "TraceFormat",
+    "iter_requests",
+    "read_requests",
+    "write_requests",
+    "request_from_record",
+    "request_to_record",
+    "trace_format",
+    "window",
 ]
 
 #: Tokens per prefix block unless a file or record says otherwise (Mooncake's block size).
 DEFAULT_BLOCK_TOKENS = 512
 TRACE_VERSION = 1
-RECORD_FIELDS = ("id", "arrival_s", "input_tokens", "output_tokens", "prefix_blocks", "block_tokens",
-                 "tenant", "priority")
+RECORD_FIELDS = (
+    "id",
+    "arrival_s",
+    "input_tokens",
+    "output_tokens",
+    "prefix_blocks",
+    "block_tokens",
+    "tenant",
+    "priority",
+)
 REQUIRED_FIELDS = ("arrival_s", "input_tokens", "output_tokens")
 TraceFormat = Literal["jsonl", "json"]
 _SUFFIXES: dict[str, TraceFormat] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
@@ -102,7 +119,9 @@ class Request:
         for name in ("request_id", "input_tokens", "output_tokens", "block_tokens", "priority"):
             object.__setattr__(self, name, _as_int(getattr(self, name), name))
         object.__setattr__(self, "arrival_s", float(self.arrival_s))
-        object.__setattr__(self, "prefix_blocks", tuple(_as_int(b, "prefix_blocks") for b in self.prefix_blocks))
+        object.__setattr__(
+            self, "prefix_blocks", tuple(_as_int(b, "prefix_blocks") for b in self.prefix_blocks)
+        )
         if self.request_id < 0:
             raise ValueError(f"request_id must be >= 0, got {self.request_id}")
         if not math.isfinite(self.arrival_s) or self.arrival_s < 0:
@@ -150,12 +169,20 @@ def request_from_record(data: Any, *, default_id: int, block_tokens: int | None 
         With ``path`` set to the offending field relative to the record.
     """
     if not isinstance(data, dict):
-        raise SpecError("a request must be a JSON object", expected="an object such as "
-                        '{"arrival_s": 0.0, "input_tokens": 128, "output_tokens": 16}', found=data)
+        raise SpecError(
+            "a request must be a JSON object",
+            expected="an object such as "
+            '{"arrival_s": 0.0, "input_tokens": 128, "output_tokens": 16}',
+            found=data,
+        )
     for key in data:
         if key not in RECORD_FIELDS:
-            raise SpecError(f"unknown field '{key}'{suggest(key, RECORD_FIELDS)}", path=key,
-                            expected="one of " + ", ".join(RECORD_FIELDS), found=key)
+            raise SpecError(
+                f"unknown field '{key}'{suggest(key, RECORD_FIELDS)}",
+                path=key,
+                expected="one of " + ", ".join(RECORD_FIELDS),
+                found=key,
+            )
     for key in REQUIRED_FIELDS:
         if key not in data:
             raise SpecError(f"missing required field '{key}'", path=key, expected=_EXPECTED[key])
@@ -191,30 +218,46 @@ _EXPECTED = {
 def _int_field(data: dict[str, Any], key: str, default: int | None, *, minimum: int | None) -> int:
     value = data.get(key, default)
     if type(value) is not int or (minimum is not None and value < minimum):
-        raise SpecError(f"bad {key.replace('_', ' ')}", path=key, expected=_EXPECTED[key], found=value)
+        raise SpecError(
+            f"bad {key.replace('_', ' ')}", path=key, expected=_EXPECTED[key], found=value
+        )
     return value
 
 
 def _arrival(value: Any) -> float:
     if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
-        raise SpecError("bad arrival time", path="arrival_s", expected=_EXPECTED["arrival_s"], found=value)
+        raise SpecError(
+            "bad arrival time", path="arrival_s", expected=_EXPECTED["arrival_s"], found=value
+        )
     return float(value)
 
 
 def _prefix_blocks(value: Any, max_blocks: int) -> tuple[int, ...]:
     if not isinstance(value, list):
-        raise SpecError("bad prefix blocks", path="prefix_blocks", expected="a list of integer hashes", found=value)
+        raise SpecError(
+            "bad prefix blocks",
+            path="prefix_blocks",
+            expected="a list of integer hashes",
+            found=value,
+        )
     for i, h in enumerate(value):
         if type(h) is not int:
-            raise SpecError("bad prefix block hash", path=f"prefix_blocks[{i}]", expected="an integer", found=h)
+            raise SpecError(
+                "bad prefix block hash", path=f"prefix_blocks[{i}]", expected="an integer", found=h
+            )
     if len(value) > max_blocks:
-        raise SpecError("more prefix blocks than the prompt holds", path="prefix_blocks",
-                        expected=f"at most ceil(input_tokens / block_tokens) = {max_blocks} blocks",
-                        found=f"{len(value)} blocks")
+        raise SpecError(
+            "more prefix blocks than the prompt holds",
+            path="prefix_blocks",
+            expected=f"at most ceil(input_tokens / block_tokens) = {max_blocks} blocks",
+            found=f"{len(value)} blocks",
+        )
     return tuple(value)
 
 
-def request_to_record(request: Request, *, block_tokens: int = DEFAULT_BLOCK_TOKENS) -> dict[str, Any]:
+def request_to_record(
+    request: Request, *, block_tokens: int = DEFAULT_BLOCK_TOKENS
+) -> dict[str, Any]:
     """The JSON record of ``request``; optional fields are written only when not default."""
     record: dict[str, Any] = {
         "id": request.request_id,
@@ -240,9 +283,12 @@ def trace_format(path: str | Path) -> TraceFormat:
     """``'jsonl'`` or ``'json'`` from the file name (``.jsonl``, ``.ndjson``, ``.json``, ``+.gz``)."""
     suffix = strip_gz(path).suffix.lower()
     if suffix not in _SUFFIXES:
-        raise SpecError("cannot tell the trace format from the file name", file=str(path),
-                        expected="a name ending in .jsonl or .json (optionally followed by .gz)",
-                        found=Path(path).name)
+        raise SpecError(
+            "cannot tell the trace format from the file name",
+            file=str(path),
+            expected="a name ending in .jsonl or .json (optionally followed by .gz)",
+            found=Path(path).name,
+        )
     return _SUFFIXES[suffix]
 
 
@@ -274,7 +320,9 @@ def _iter_requests(path: str | Path, kind: TraceFormat) -> Iterator[Request]:
             request = _located(raw, file)
             if previous is not None and request.arrival_s < previous.arrival_s:
                 raise SpecError(
-                    "arrival times must not decrease", file=file, line=raw.line,
+                    "arrival times must not decrease",
+                    file=file,
+                    line=raw.line,
                     path=join_path(raw.path, "arrival_s"),
                     expected=f"arrival_s >= {previous.arrival_s!r} (the previous request's)",
                     found=request.arrival_s,
@@ -299,16 +347,28 @@ def read_requests(path: str | Path, *, fmt: TraceFormat | None = None) -> list[R
     return list(iter_requests(path, fmt=fmt))
 
 
-def window(requests: Iterable[Request], *, start_s: float = 0.0, duration_s: float | None = None,
-           limit: int | None = None) -> Iterator[Request]:
+def window(
+    requests: Iterable[Request],
+    *,
+    start_s: float = 0.0,
+    duration_s: float | None = None,
+    limit: int | None = None,
+) -> Iterator[Request]:
     """Requests arriving in ``[start_s, start_s + duration_s)``, shifted by ``-start_s``.
 
     Stops reading at the first request past the window (arrivals never decrease) and after
     ``limit`` requests.
     """
-    if start_s < 0 or (duration_s is not None and duration_s < 0) or (limit is not None and limit < 0):
-        raise SpecError("bad window", expected="start_s >= 0, duration_s >= 0 and limit >= 0",
-                        found=f"start_s={start_s}, duration_s={duration_s}, limit={limit}")
+    if (
+        start_s < 0
+        or (duration_s is not None and duration_s < 0)
+        or (limit is not None and limit < 0)
+    ):
+        raise SpecError(
+            "bad window",
+            expected="start_s >= 0, duration_s >= 0 and limit >= 0",
+            found=f"start_s={start_s}, duration_s={duration_s}, limit={limit}",
+        )
     end_s = None if duration_s is None else start_s + duration_s
 
     def inside() -> Iterator[Request]:
@@ -316,7 +376,11 @@ def window(requests: Iterable[Request], *, start_s: float = 0.0, duration_s: flo
             if end_s is not None and request.arrival_s >= end_s:
                 return
             if request.arrival_s >= start_s:
-                yield request if start_s == 0 else replace(request, arrival_s=request.arrival_s - start_s)
+                yield (
+                    request
+                    if start_s == 0
+                    else replace(request, arrival_s=request.arrival_s - start_s)
+                )
 
     return islice(inside(), limit)
 
@@ -324,7 +388,9 @@ def window(requests: Iterable[Request], *, start_s: float = 0.0, duration_s: flo
 # ---------------------------------------------------------------- writing
 
 
-def write_requests(path: str | Path, requests: Iterable[Request], *, fmt: TraceFormat | None = None) -> int:
+def write_requests(
+    path: str | Path, requests: Iterable[Request], *, fmt: TraceFormat | None = None
+) -> int:
     """Write ``requests`` as an hwsim trace, atomically; return how many were written.
 
     The format follows the suffix (``.jsonl`` or ``.json``, optionally ``.gz``) unless ``fmt``
@@ -341,23 +407,34 @@ def write_requests(path: str | Path, requests: Iterable[Request], *, fmt: TraceF
     with atomic_text_writer(path) as fh:
         if kind == "jsonl":
             return _write_lines(fh, requests, str(path))
-        fh.write(f'{{"version": {TRACE_VERSION}, "block_tokens": {DEFAULT_BLOCK_TOKENS}, "requests": [')
+        fh.write(
+            f'{{"version": {TRACE_VERSION}, "block_tokens": {DEFAULT_BLOCK_TOKENS}, "requests": ['
+        )
         count = _write_lines(fh, requests, str(path), sep=",", indent="\n  ", prefix="requests")
         fh.write("\n]}\n" if count else "]}\n")
         return count
 
 
-def _write_lines(fh: TextIO, requests: Iterable[Request], file: str, *, sep: str = "", indent: str = "",
-                 prefix: str = "") -> int:
+def _write_lines(
+    fh: TextIO,
+    requests: Iterable[Request],
+    file: str,
+    *,
+    sep: str = "",
+    indent: str = "",
+    prefix: str = "",
+) -> int:
     """Write one record per line (JSONL) or per array item (``sep=","``); return the count."""
     previous = -math.inf
     count = 0
     for request in requests:
         if request.arrival_s < previous:
             raise SpecError(
-                "cannot write a trace whose arrival times decrease", file=file,
+                "cannot write a trace whose arrival times decrease",
+                file=file,
                 path=join_path(prefix, f"[{count}].arrival_s"),
-                expected=f"arrival_s >= {previous!r}", found=request.arrival_s,
+                expected=f"arrival_s >= {previous!r}",
+                found=request.arrival_s,
             )
         previous = request.arrival_s
         text = json.dumps(request_to_record(request), allow_nan=False)
