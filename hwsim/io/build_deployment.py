@@ -41,6 +41,22 @@ def _scheduler(f: Fields) -> SchedulerLimits:
                  policy=f.get("policy", "fcfs"))
 
 
+def _dtypes(f: Fields, model: Model) -> Dtypes:
+    """The deployment's formats; unset ones come from the model's checkpoint.
+
+    Routed experts keep the checkpoint's expert format unless ``weights`` or ``experts``
+    is set here (setting ``weights: fp8`` quantises experts too).
+    """
+    md = model.dtypes
+    given = f.data
+    experts = given.get("experts")
+    if experts is None and "weights" not in given:
+        experts = md.experts
+    return build(f.path, Dtypes, weights=given.get("weights", md.weights),
+                 activations=given.get("activations", md.activations), kv=given.get("kv", md.kv),
+                 experts=experts)
+
+
 def _pools(f: Fields) -> tuple[Pool, ...]:
     pools = []
     first = 0
@@ -73,12 +89,7 @@ def _experts(f: Fields) -> ExpertConfig:
 def build_deployment(f: Fields, ctx: Context, doc: Document, cluster: Cluster) -> tuple[Deployment, Model]:
     """Build and check a deployment (``f`` is the section, already schema-checked)."""
     model = ctx.reference("model", f.require("model"), doc=doc, path=f.at("model"))
-    defaults = getattr(model, "default_dtypes", None)
-    dt = f.sub("dtypes")
-    base: dict[str, Any] = {}
-    if defaults is not None:
-        base = {k: getattr(defaults, k) for k in ("weights", "activations", "kv") if hasattr(defaults, k)}
-    dtypes = build(dt.path, Dtypes, **{**base, **{k: v for k, v in dt.data.items()}})
+    dtypes = _dtypes(f.sub("dtypes"), model)
     deployment = build(f.path, Deployment, model_name=model.name, dtypes=dtypes, pools=_pools(f),
                        experts=_experts(f.sub("experts")), overlap=f.get("overlap", "none"),
                        memory_reserve_fraction=f.fraction("memory_reserve", 0.1))
@@ -128,7 +139,7 @@ def _check_divisibility(pool: Pool, model: Model, dep: Deployment, path: str) ->
 
 def _check_fits(pool: Pool, model: Model, dep: Deployment, cluster: Cluster, path: str) -> None:
     device = cluster.nodes[_node_of(cluster, pool.first_device)].device
-    share = weight_share(model, pool.parallelism, dep.dtypes.weights, dep.experts.redundant)
+    share = weight_share(model, pool.parallelism, dep.dtypes, dep.experts.redundant)
     capacity = device.hbm_bytes
     usable = capacity * (1.0 - dep.memory_reserve_fraction)
     need = share.total_bytes

@@ -69,12 +69,13 @@ def _attention(f: Fields, hidden: int) -> AttentionSpec:
     if w.data and not any(pattern):
         raise SpecError("a window pattern needs at least one 'window' layer", path=w.at("pattern"),
                         found=w.get("pattern"))
-    return build(f.path, AttentionSpec, kind=kind, num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
+    att: AttentionSpec = build(f.path, AttentionSpec, kind=kind, num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
                  q_lora_rank=f.get("q_lora_rank"), kv_lora_rank=f.get("kv_lora_rank"),
                  qk_nope_head_dim=f.get("qk_nope_head_dim"), qk_rope_head_dim=f.get("qk_rope_head_dim"),
                  v_head_dim=f.get("v_head_dim"), window_tokens=w.get("tokens"),
                  window_kind=w.get("kind", "sliding"), window_pattern=pattern,
                  sinks=f.get("sinks", False), qk_norm=f.get("qk_norm", False))
+    return att
 
 
 def _check_moe(f: Fields) -> None:
@@ -105,7 +106,7 @@ def _moe(f: Fields) -> MoESpec | None:
         return None
     _check_moe(f)
     lay = f.sub("layers")
-    return build(f.path, MoESpec, num_experts=f.require("num_experts"), top_k=f.require("top_k"),
+    spec: MoESpec = build(f.path, MoESpec, num_experts=f.require("num_experts"), top_k=f.require("top_k"),
                  expert_ffn_dim=f.require("expert_ffn_dim"),
                  num_shared_experts=f.get("num_shared_experts", 0),
                  shared_expert_ffn_dim=f.get("shared_expert_ffn_dim"),
@@ -115,6 +116,7 @@ def _moe(f: Fields) -> MoESpec | None:
                  router_dtype=f.get("router_dtype", "bf16"), first_dense_layers=lay.get("first_dense", 0),
                  layer_interval=lay.get("interval", 1), layer_phase=lay.get("phase", 0),
                  dense_layers=tuple(lay.get("dense", [])))
+    return spec
 
 
 def _published(f: Fields) -> PublishedParams | None:
@@ -123,9 +125,10 @@ def _published(f: Fields) -> PublishedParams | None:
     counts = {}
     for key in ("total_params", "active_params", "active_params_min", "active_params_max"):
         counts[key] = parse_count(f.data[key], f.at(key)) if f.has(key) else None
-    return build(f.path, PublishedParams, total=counts["total_params"], active=counts["active_params"],
+    pub: PublishedParams = build(f.path, PublishedParams, total=counts["total_params"], active=counts["active_params"],
                  active_min=counts["active_params_min"], active_max=counts["active_params_max"],
                  active_embeddings=f.get("active_counts", "both"), source=f.source())
+    return pub
 
 
 @builder("model")
@@ -154,4 +157,5 @@ def build_model(f: Fields, ctx: Context, doc: Document) -> Model:
         if n_moe < model_fields["num_layers"] or model_fields["dense_ffn_per_moe_layer"]:
             raise SpecError("ffn_dim is required: the model has dense FFN layers", path=f.at("ffn_dim"),
                             expected="the dense intermediate size (config intermediate_size)")
-    return build(f.path, Model, **model_fields)
+    model: Model = build(f.path, Model, **model_fields)
+    return model

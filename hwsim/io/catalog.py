@@ -30,11 +30,11 @@ except AttributeError:  # pragma: no cover
 def builtin_roots() -> list[Path]:
     """The built-in catalog folders: ``hardware/`` and ``workloads/models/``."""
     here = Path(__file__).resolve()
-    candidates = [here.parents[2], here.parents[1] / "_catalog"]  # source checkout, installed wheel
-    for base in candidates:
-        if (base / "hardware").is_dir():
-            return [base / "hardware", base / "workloads" / "models"]
-    return []
+    checkout = here.parents[2]  # a source checkout or editable install
+    if (checkout / "hardware").is_dir() and (checkout / "workloads").is_dir():
+        return [checkout / "hardware", checkout / "workloads" / "models"]
+    wheel = here.parents[1] / "_catalog"  # an installed wheel carries the catalog inside the package
+    return [wheel / "hardware", wheel / "models"]
 
 
 def search_path(extra: Sequence[str | Path] = ()) -> tuple[Path, ...]:

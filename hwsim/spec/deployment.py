@@ -21,14 +21,23 @@ PLACEMENTS = ("contiguous", "round-robin", "eplb", "file")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Dtypes:
-    """Numeric formats of weights, activations and the KV cache."""
+    """Numeric formats of weights, routed experts, activations and the KV cache.
+
+    ``experts`` is the format of routed-expert weights (gpt-oss ships MXFP4 experts beside
+    bf16 attention); ``None`` means the same as ``weights``.
+    """
 
     weights: str = "bf16"
     activations: str = "bf16"
     kv: str = "bf16"
+    experts: str | None = None
+
+    @property
+    def expert_weights(self) -> str:
+        return self.experts or self.weights
 
     def __post_init__(self) -> None:
-        for name in ("weights", "activations", "kv"):
+        for name in ("weights", "activations", "kv", "expert_weights"):
             value = getattr(self, name)
             if value not in COMPUTE_DTYPES:
                 raise ValueError(f"{name} dtype must be one of {', '.join(COMPUTE_DTYPES)}, got {value!r}")

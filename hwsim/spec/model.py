@@ -101,7 +101,8 @@ class AttentionSpec:
     def qk_head_dim(self) -> int:
         """Query/key width per head: ``nope + rope`` for MLA, ``head_dim`` otherwise."""
         if self.kind == "mla":
-            assert self.qk_nope_head_dim is not None and self.qk_rope_head_dim is not None
+            assert self.qk_nope_head_dim is not None
+            assert self.qk_rope_head_dim is not None
             return self.qk_nope_head_dim + self.qk_rope_head_dim
         return self.head_dim
 
@@ -126,7 +127,10 @@ class AttentionSpec:
         ``kv_b`` kv_lora*H*(nope+v) + ``o`` H*v*h.
         """
         if self.kind == "mla":
-            assert self.kv_lora_rank and self.qk_rope_head_dim and self.qk_nope_head_dim and self.v_head_dim
+            assert self.kv_lora_rank
+            assert self.qk_rope_head_dim
+            assert self.qk_nope_head_dim
+            assert self.v_head_dim
             heads, qk = self.num_heads, self.qk_head_dim
             ql = self.q_lora_rank
             q = hidden * ql + ql + ql * heads * qk if ql else hidden * heads * qk
@@ -142,7 +146,8 @@ class AttentionSpec:
         """Cached elements per token: MLA ``kv_lora + rope`` (one latent shared by all heads);
         GQA/MHA ``2 * Hkv * d`` (a key and a value per KV head)."""
         if self.kind == "mla":
-            assert self.kv_lora_rank is not None and self.qk_rope_head_dim is not None
+            assert self.kv_lora_rank is not None
+            assert self.qk_rope_head_dim is not None
             return self.kv_lora_rank + self.qk_rope_head_dim
         return 2 * self.num_kv_heads * self.head_dim
 
@@ -156,7 +161,8 @@ class AttentionSpec:
         weights as ``kv_b``, so the matmul FLOPs are unchanged.
         """
         if self.kind == "mla" and mla_absorbed:
-            assert self.kv_lora_rank is not None and self.qk_rope_head_dim is not None
+            assert self.kv_lora_rank is not None
+            assert self.qk_rope_head_dim is not None
             d_qk, d_v = self.kv_lora_rank + self.qk_rope_head_dim, self.kv_lora_rank
         else:
             d_qk, d_v = self.qk_head_dim, self.value_head_dim

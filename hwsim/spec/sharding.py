@@ -12,8 +12,9 @@ Conventions (documented for users in the README):
 * layers are split over ``pp`` stages; the busiest stage holds ``ceil(layers / pp)``;
 * embedding and LM head are vocabulary-parallel over ``tp``; with ``pp > 1`` they sit on
   the first and last stages, so a device holds the larger of the two;
-* linear weights use the deployment's weight dtype; embeddings, LM head and norms stay
-  in bf16 (what serving engines do when they quantise), the MTP module is not loaded.
+* linear weights use the deployment's weight dtype and routed experts its expert dtype;
+  embeddings, LM head, norms and router keep the model's own formats (bf16 in every
+  catalog checkpoint: serving engines do not quantise them); the MTP module is not loaded.
 """
 
 from __future__ import annotations
@@ -21,11 +22,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from hwsim.spec.deployment import Parallelism
+from hwsim.spec.deployment import Dtypes, Parallelism
 from hwsim.spec.dtypes import bytes_per_elem
 from hwsim.spec.model import Model
-
-UNQUANTIZED_DTYPE = "bf16"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,13 +42,16 @@ class WeightShare:
         return self.dense_bytes + self.experts_bytes + self.embedding_bytes + self.norms_bytes
 
 
-def weight_share(model: Model, par: Parallelism, weights_dtype: str, redundant_experts: int = 0) -> WeightShare:
+def weight_share(model: Model, par: Parallelism, dtypes: Dtypes, redundant_experts: int = 0) -> WeightShare:
     """Weight bytes held by the busiest device of one replica."""
     pc = model.param_counts()
-    wb = bytes_per_elem(weights_dtype)
-    ub = bytes_per_elem(UNQUANTIZED_DTYPE)
+    wb = bytes_per_elem(dtypes.weights)
+    eb = bytes_per_elem(dtypes.expert_weights)
+    emb_b = bytes_per_elem(model.dtypes.embedding)
+    norm_b = bytes_per_elem(model.dtypes.norm)
+    router_b = bytes_per_elem(model.moe.router_dtype) if model.moe is not None else 0.0
     stage_frac = math.ceil(model.num_layers / par.pp) / model.num_layers
-    dense = (pc.attention + pc.dense_ffn + pc.shared_experts) * wb + pc.router * ub
+    dense = (pc.attention + pc.dense_ffn + pc.shared_experts) * wb + pc.router * router_b
     dense_bytes = dense * stage_frac / par.tp
     experts_per_device = 0
     experts_bytes = 0.0
@@ -57,7 +59,7 @@ def weight_share(model: Model, par: Parallelism, weights_dtype: str, redundant_e
         n_moe = len(model.moe_layer_indices)
         moe_layers_on_stage = math.ceil(n_moe / par.pp)
         experts_per_device = math.ceil((model.moe.num_experts + redundant_experts) / par.ep)
-        experts_bytes = moe_layers_on_stage * experts_per_device * pc.routed_expert * wb / par.expert_tp
+        experts_bytes = moe_layers_on_stage * experts_per_device * pc.routed_expert_one * eb / par.expert_tp
     if par.pp == 1:
         emb = pc.embedding + pc.lm_head
     else:
@@ -65,7 +67,7 @@ def weight_share(model: Model, par: Parallelism, weights_dtype: str, redundant_e
     return WeightShare(
         dense_bytes=dense_bytes,
         experts_bytes=experts_bytes,
-        embedding_bytes=emb * ub / par.tp,
-        norms_bytes=pc.norms * ub * stage_frac,
+        embedding_bytes=emb * emb_b / par.tp,
+        norms_bytes=pc.norms * norm_b * stage_frac,
         experts_per_device=experts_per_device,
     )

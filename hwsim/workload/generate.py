@@ -33,13 +33,8 @@ import numpy as np
 from hwsim.errors import SpecError
 from hwsim.registry import Registry
 from hwsim.workload.files import open_text, read_errors
-from hwsim.workload.importers import (
-    ImportReport,
-    detect_format,
-    import_requests,
-    parse_tokens,
-    read_csv_columns,
-)
+from hwsim.workload.formats import parse_tokens, read_csv_columns
+from hwsim.workload.importers import ImportReport, detect_format, import_requests
 from hwsim.workload.trace import Request
 
 __all__ = [

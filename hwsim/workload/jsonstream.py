@@ -33,7 +33,7 @@ _MAX_RECORD_CHARS = 1 << 26  # no request record is anywhere near 64 Mi characte
 class RawRecord(NamedTuple):
     """One undecoded request record and where it came from."""
 
-    index: int  #: 0-based position among the file's records
+    position: int  #: 0-based position among the file's records
     path: str  #: field path of the record: ``""`` (JSONL), ``"[3]"`` or ``"requests[3]"``
     line: int  #: 1-based line where the record starts
     data: Any  #: the decoded JSON value (validated by the caller)
@@ -250,18 +250,25 @@ class _Scanner:
         while True:
             try:
                 data, end = self._decoder.raw_decode(self._buf, self._pos)
-            except json.JSONDecodeError as err:
+            except json.JSONDecodeError:
                 if self._more():
                     continue
-                raise SpecError(
-                    f"malformed JSON at {path}: {err.msg}",
-                    file=self.file,
-                    line=self._buf_line + err.lineno - 1,
-                ) from None
+                raise self._decode_error(path) from None
             if end < len(self._buf) or not self._more():  # a number may go on in the next chunk
                 line = self.line_at(self._pos)
                 self._pos = end
                 return data, line
+
+    def _decode_error(self, path: str) -> SpecError:
+        """The located error for the value at the cursor (decoded again: the buffer may have
+        moved since the first attempt)."""
+        try:
+            self._decoder.raw_decode(self._buf, self._pos)
+        except json.JSONDecodeError as err:
+            return SpecError(
+                f"malformed JSON at {path}: {err.msg}", file=self.file, line=self.line_at(err.pos)
+            )
+        raise AssertionError("the value decoded on the second attempt")  # pragma: no cover
 
     def _more(self) -> bool:
         pending = len(self._buf) - self._pos

@@ -32,17 +32,22 @@ from __future__ import annotations
 
 import json
 import math
-import operator
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from itertools import islice
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Literal, TextIO
 
 from hwsim.errors import SpecError, join_path
-from hwsim.registry import suggest
 from hwsim.workload.files import atomic_text_writer, open_text, read_errors, strip_gz
 from hwsim.workload.jsonstream import RawRecord, iter_json_records, iter_jsonl_records
+from hwsim.workload.records import (
+    RECORD_FIELDS,
+    REQUIRED_FIELDS,
+    request_from_record,
+    request_to_record,
+)
+from hwsim.workload.request import DEFAULT_BLOCK_TOKENS, Request
 
 __all__ = [
     "DEFAULT_BLOCK_TOKENS",
@@ -59,221 +64,9 @@ __all__ = [
     "window",
 ]
 
-#: Tokens per prefix block unless a file or record says otherwise (Mooncake's block size).
-DEFAULT_BLOCK_TOKENS = 512
 TRACE_VERSION = 1
-RECORD_FIELDS = (
-    "id",
-    "arrival_s",
-    "input_tokens",
-    "output_tokens",
-    "prefix_blocks",
-    "block_tokens",
-    "tenant",
-    "priority",
-)
-REQUIRED_FIELDS = ("arrival_s", "input_tokens", "output_tokens")
 TraceFormat = Literal["jsonl", "json"]
 _SUFFIXES: dict[str, TraceFormat] = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json"}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Request:
-    """One inference request of a trace.
-
-    Parameters
-    ----------
-    request_id:
-        Identifier, an integer >= 0 (unique within a trace by convention; not checked).
-    arrival_s:
-        Arrival time in seconds from the start of the trace, finite and >= 0.
-    input_tokens, output_tokens:
-        Prompt length and number of tokens to generate, integers >= 1.
-    prefix_blocks:
-        Hashes of the prompt's consecutive ``block_tokens``-sized blocks; equal hashes mark
-        KV-cache blocks that an earlier request may have left behind. At most
-        ``ceil(input_tokens / block_tokens)`` of them. Empty when unknown.
-    block_tokens:
-        Tokens per prefix block, >= 1 (default 512).
-    tenant:
-        Who sent the request (a non-empty string), or None.
-    priority:
-        Scheduling priority; larger is more urgent; default 0.
-
-    Raises
-    ------
-    ValueError
-        When a field is out of range (readers turn this into a located SpecError first).
-    """
-
-    request_id: int
-    arrival_s: float
-    input_tokens: int
-    output_tokens: int
-    prefix_blocks: tuple[int, ...] = ()
-    block_tokens: int = DEFAULT_BLOCK_TOKENS
-    tenant: str | None = None
-    priority: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("request_id", "input_tokens", "output_tokens", "block_tokens", "priority"):
-            object.__setattr__(self, name, _as_int(getattr(self, name), name))
-        object.__setattr__(self, "arrival_s", float(self.arrival_s))
-        object.__setattr__(
-            self, "prefix_blocks", tuple(_as_int(b, "prefix_blocks") for b in self.prefix_blocks)
-        )
-        if self.request_id < 0:
-            raise ValueError(f"request_id must be >= 0, got {self.request_id}")
-        if not math.isfinite(self.arrival_s) or self.arrival_s < 0:
-            raise ValueError(f"arrival_s must be finite and >= 0, got {self.arrival_s!r}")
-        for name in ("input_tokens", "output_tokens", "block_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if len(self.prefix_blocks) > self.num_prompt_blocks:
-            raise ValueError(
-                f"{len(self.prefix_blocks)} prefix blocks of {self.block_tokens} tokens are more than a "
-                f"{self.input_tokens}-token prompt holds ({self.num_prompt_blocks})"
-            )
-        if self.tenant is not None and (not isinstance(self.tenant, str) or not self.tenant):
-            raise ValueError(f"tenant must be a non-empty string or None, got {self.tenant!r}")
-
-    @property
-    def total_tokens(self) -> int:
-        """Prompt plus generated tokens."""
-        return self.input_tokens + self.output_tokens
-
-    @property
-    def num_prompt_blocks(self) -> int:
-        """Blocks of ``block_tokens`` the prompt spans (the last one may be partial)."""
-        return -(-self.input_tokens // self.block_tokens)
-
-
-def _as_int(value: Any, name: str) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(f"{name} must be an integer, got {value!r}") from None
-
-
-# ---------------------------------------------------------------- records <-> requests
-
-
-def request_from_record(data: Any, *, default_id: int, block_tokens: int | None = None) -> Request:
-    """Build a :class:`Request` from one decoded JSON record, checking every field.
-
-    Raises
-    ------
-    SpecError
-        With ``path`` set to the offending field relative to the record.
-    """
-    if not isinstance(data, dict):
-        raise SpecError(
-            "a request must be a JSON object",
-            expected="an object such as "
-            '{"arrival_s": 0.0, "input_tokens": 128, "output_tokens": 16}',
-            found=data,
-        )
-    for key in data:
-        if key not in RECORD_FIELDS:
-            raise SpecError(
-                f"unknown field '{key}'{suggest(key, RECORD_FIELDS)}",
-                path=key,
-                expected="one of " + ", ".join(RECORD_FIELDS),
-                found=key,
-            )
-    for key in REQUIRED_FIELDS:
-        if key not in data:
-            raise SpecError(f"missing required field '{key}'", path=key, expected=_EXPECTED[key])
-    bt = _int_field(data, "block_tokens", block_tokens or DEFAULT_BLOCK_TOKENS, minimum=1)
-    inputs = _int_field(data, "input_tokens", None, minimum=1)
-    blocks = _prefix_blocks(data.get("prefix_blocks", []), -(-inputs // bt))
-    tenant = data.get("tenant")
-    if tenant is not None and (not isinstance(tenant, str) or not tenant):
-        raise SpecError("bad tenant", path="tenant", expected=_EXPECTED["tenant"], found=tenant)
-    return Request(
-        request_id=_int_field(data, "id", default_id, minimum=0),
-        arrival_s=_arrival(data["arrival_s"]),
-        input_tokens=inputs,
-        output_tokens=_int_field(data, "output_tokens", None, minimum=1),
-        prefix_blocks=blocks,
-        block_tokens=bt,
-        tenant=tenant,
-        priority=_int_field(data, "priority", 0, minimum=None),
-    )
-
-
-_EXPECTED = {
-    "id": "an integer >= 0",
-    "arrival_s": "a time in seconds, a number >= 0",
-    "input_tokens": "an integer number of tokens >= 1",
-    "output_tokens": "an integer number of tokens >= 1",
-    "block_tokens": "an integer number of tokens >= 1",
-    "priority": "an integer",
-    "tenant": "a non-empty string or null",
-}
-
-
-def _int_field(data: dict[str, Any], key: str, default: int | None, *, minimum: int | None) -> int:
-    value = data.get(key, default)
-    if type(value) is not int or (minimum is not None and value < minimum):
-        raise SpecError(
-            f"bad {key.replace('_', ' ')}", path=key, expected=_EXPECTED[key], found=value
-        )
-    return value
-
-
-def _arrival(value: Any) -> float:
-    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
-        raise SpecError(
-            "bad arrival time", path="arrival_s", expected=_EXPECTED["arrival_s"], found=value
-        )
-    return float(value)
-
-
-def _prefix_blocks(value: Any, max_blocks: int) -> tuple[int, ...]:
-    if not isinstance(value, list):
-        raise SpecError(
-            "bad prefix blocks",
-            path="prefix_blocks",
-            expected="a list of integer hashes",
-            found=value,
-        )
-    for i, h in enumerate(value):
-        if type(h) is not int:
-            raise SpecError(
-                "bad prefix block hash", path=f"prefix_blocks[{i}]", expected="an integer", found=h
-            )
-    if len(value) > max_blocks:
-        raise SpecError(
-            "more prefix blocks than the prompt holds",
-            path="prefix_blocks",
-            expected=f"at most ceil(input_tokens / block_tokens) = {max_blocks} blocks",
-            found=f"{len(value)} blocks",
-        )
-    return tuple(value)
-
-
-def request_to_record(
-    request: Request, *, block_tokens: int = DEFAULT_BLOCK_TOKENS
-) -> dict[str, Any]:
-    """The JSON record of ``request``; optional fields are written only when not default."""
-    record: dict[str, Any] = {
-        "id": request.request_id,
-        "arrival_s": request.arrival_s,
-        "input_tokens": request.input_tokens,
-        "output_tokens": request.output_tokens,
-    }
-    if request.prefix_blocks:
-        record["prefix_blocks"] = list(request.prefix_blocks)
-    if request.block_tokens != block_tokens:
-        record["block_tokens"] = request.block_tokens
-    if request.tenant is not None:
-        record["tenant"] = request.tenant
-    if request.priority != 0:
-        record["priority"] = request.priority
-    return record
 
 
 # ---------------------------------------------------------------- reading
@@ -337,7 +130,7 @@ def _records(fh: TextIO, file: str, kind: TraceFormat) -> Iterator[RawRecord]:
 
 def _located(raw: RawRecord, file: str) -> Request:
     try:
-        return request_from_record(raw.data, default_id=raw.index, block_tokens=raw.block_tokens)
+        return request_from_record(raw.data, default_id=raw.position, block_tokens=raw.block_tokens)
     except SpecError as err:
         raise err.with_context(file=file, prefix=raw.path, line=raw.line) from None
 

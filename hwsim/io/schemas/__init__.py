@@ -1,0 +1,1 @@
+"""JSON Schemas of hwsim file formats (v1/*.json)."""

@@ -1,0 +1,66 @@
+"""The command line: thin, exit code 2 and one clear line on bad input, never a traceback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hwsim import __version__
+from hwsim.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_version():
+    res = run("--version")
+    assert res.exit_code == 0 and __version__ in res.output
+
+
+@pytest.mark.parametrize("kind", ["device", "node", "cluster", "model", "deployment", "trace"])
+def test_schema_prints_json(kind):
+    res = run("schema", kind)
+    assert res.exit_code == 0
+    assert json.loads(res.output)["$schema"].startswith("https://json-schema.org/")
+
+
+def test_hardware_list_and_show():
+    res = run("hardware", "list")
+    assert res.exit_code == 0 and "H100-SXM" in res.output and "DGX-H100" in res.output
+    res = run("hardware", "show", "h100")
+    assert res.exit_code == 0 and "bf16 989 TFLOP/s" in res.output and "80 GB" in res.output
+    res = run("hardware", "show", "4x-DGX-H100")
+    assert res.exit_code == 0 and "32 devices" in res.output
+
+
+def test_hardware_show_unknown_name_suggests():
+    res = run("hardware", "show", "H100-SMX")
+    assert res.exit_code == 2
+    assert "did you mean 'H100-SXM'" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_hardware_validate_good_and_bad(datadir):
+    res = run("hardware", "validate", str(datadir / "good_node.yaml"), str(datadir / "good_cluster.yaml"))
+    assert res.exit_code == 0 and res.output.count("ok:") == 2
+    res = run("hardware", "validate", str(datadir / "good_node.yaml"), str(datadir / "bad_device_typo.yaml"))
+    assert res.exit_code == 2
+    assert "memory[0].bandwith" in res.output and "did you mean 'bandwidth'" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_check_example_scenario():
+    res = run("check", str(REPO / "examples" / "dgx-h100-deepseek-v3" / "cluster.yaml"))
+    assert res.exit_code == 0, res.output
+    assert "ep=32" in res.output and "ok:" in res.output
+
+
+def test_check_missing_file_is_exit_2():
+    res = run("check", "no-such-cluster.yaml")
+    assert res.exit_code == 2 and "file not found" in res.output
