@@ -73,8 +73,8 @@ class SpecError(HwsimError):
         head = ": ".join(x for x in (where, self.path) if x)
         lines = [f"{head}: {self.message}" if head else self.message]
         if self.expected is not None:
-            found = "nothing" if self.found is None else _short(self.found)
-            lines.append(f"  expected {self.expected}; found {found}")
+            found = "" if self.found is None else f"; found {_short(self.found)}"
+            lines.append(f"  expected {self.expected}{found}")
         return "\n".join(lines)
 
 
@@ -98,5 +98,5 @@ def join_path(prefix: str, path: str) -> str:
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value) if not isinstance(value, str) else repr(value)
+    text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -49,3 +49,24 @@ def test_user_catalog_shadows_builtin(tmp_path):
     (user / "mine.yaml").write_text(src.replace("title: NVIDIA H100", "title: my H100"))
     entries = {e.name: e for e in catalog.entries("device", [tmp_path])}
     assert entries["H100-SXM"].file == user / "mine.yaml"
+
+
+def _case_ids(shared: Path) -> set[str]:
+    import yaml
+
+    ids: set[str] = set()
+    for f in sorted((shared / "validation").glob("cases*.yaml")):
+        data = yaml.safe_load(f.read_text(encoding="utf-8"))
+        items = data if isinstance(data, list) else list((data or {}).get("cases", []))
+        ids |= {c["id"] for c in items if isinstance(c, dict) and "id" in c}
+    return ids
+
+
+def test_efficiency_factors_name_real_validation_cases(shared_data):
+    ids = _case_ids(shared_data.parent)
+    assert ids, "no validation cases found"
+    for e in catalog.entries("device"):
+        device = load("device", e.file)
+        for factor in device.efficiency:
+            missing = [c for c in factor.calibrated_on if c not in ids]
+            assert not missing, f"{e.file.name}: efficiency {factor.name} cites unknown cases {missing}"

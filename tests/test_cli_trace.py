@@ -193,6 +193,7 @@ def test_generate_with_an_empirical_lengths_file(tmp_path: Path) -> None:
         (["--arrival", "gamma", "--cv", "0", "--count", "5"], "cv must be"),
         (["--input-sigma", "-1", "--count", "5"], "input_sigma must be"),
         (["--lengths", "nope.csv", "--count", "5"], "nope.csv: file not found"),
+        (["--tenant", "", "--count", "5"], "--tenant: empty tenant name"),
     ],
 )
 def test_generate_user_errors(tmp_path: Path, args: list[str], fragment: str) -> None:

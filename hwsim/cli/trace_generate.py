@@ -141,7 +141,11 @@ _LOGNORMAL_OPTIONS = (
     "--count", type=click.IntRange(min=0), default=None, help="Stop after this many requests."
 )
 @click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed of the random generator."
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the random generator.",
 )
 @click.option("--tenant", default=None, help="Tenant written on every request.")
 @click.option(
@@ -176,6 +180,8 @@ def generate(
         raise SpecError(
             "say when to stop", path="--duration", expected="--duration (e.g. '10min') or --count"
         )
+    if tenant is not None and not tenant.strip():
+        raise SpecError("empty tenant name", path="--tenant", expected="a non-empty name")
     _check_relevant(ctx, options)
     arrivals, lengths = _arrivals(options), _lengths(options)
     requests = generate_requests(

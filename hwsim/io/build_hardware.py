@@ -70,7 +70,9 @@ def _efficiency(f: Fields) -> tuple[EfficiencyFactor, ...]:
         if not e.get("calibrated_on"):
             raise SpecError("an efficiency factor must say what it was calibrated on",
                             path=e.at("calibrated_on"), expected="a non-empty list of case ids")
-        out.append(build(e.path, EfficiencyFactor, name=name, value=e.fraction("value"),
+        by = e.sub("by_dtype")
+        by_dtype = {k: by.fraction(k) for k in by.data}
+        out.append(build(e.path, EfficiencyFactor, name=name, value=e.fraction("value"), by_dtype=by_dtype,
                          calibrated_on=tuple(e.get("calibrated_on")), note=e.get("note", "")))
     return tuple(out)
 
@@ -109,7 +111,8 @@ def _cpu(f: Fields, sources: dict[str, Source]) -> HostCpu | None:
     if f.has("memory"):
         m = f.sub("memory")
         mem_sources = {"memory": src, **sources}
-        mem = memory_tier(Fields({"name": "dram", "kind": "dram", **m.data}, m.path), mem_sources, "dram")
+        kind = m.get("kind", "dram")
+        mem = memory_tier(Fields({"name": kind, "kind": kind, **m.data}, m.path), mem_sources, kind)
     return build(f.path, HostCpu, name=f.require("name"), sockets=f.require("sockets"),
                  cores_per_socket=f.require("cores_per_socket"), compute_flop_per_s=compute_peaks(f.sub("compute")),
                  memory=mem, source=src)

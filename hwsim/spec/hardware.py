@@ -64,19 +64,27 @@ class EfficiencyFactor:
     """A fitted fraction of a peak, with what it was calibrated on.
 
     ``value`` is the achieved fraction of peak at large, well-shaped problems; the cost
-    model derates further for small or odd shapes.
+    model derates further for small or odd shapes. ``by_dtype`` overrides ``value`` for
+    particular dtypes (FP8 GEMMs usually reach a smaller fraction of their peak than BF16).
     """
 
     name: str
     value: float
+    by_dtype: dict[str, float] = field(default_factory=dict)
     calibrated_on: tuple[str, ...] = ()
     note: str = ""
 
     def __post_init__(self) -> None:
         if self.name not in EFFICIENCY_NAMES:
             raise ValueError(f"efficiency must be one of {', '.join(EFFICIENCY_NAMES)}, got {self.name!r}")
-        if not 0.0 < self.value <= 1.0:
-            raise ValueError(f"efficiency must be in (0, 1], got {self.value:g}")
+        for key, v in {"value": self.value, **self.by_dtype}.items():
+            if not 0.0 < v <= 1.0:
+                raise ValueError(f"efficiency ({key}) must be in (0, 1], got {v:g}")
+            if key != "value" and key not in COMPUTE_DTYPES:
+                raise ValueError(f"unknown dtype {key!r} in by_dtype; known: {', '.join(COMPUTE_DTYPES)}")
+
+    def for_dtype(self, dtype: str | None) -> float:
+        return self.by_dtype.get(dtype, self.value) if dtype is not None else self.value
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -210,10 +218,11 @@ class Device:
                 return self.compute_flop_per_s[candidate]
         raise KeyError(f"{self.name} has no compute peak for {dtype} or a wider type")
 
-    def efficiency_of(self, name: str, default: float = 1.0) -> float:
+    def efficiency_of(self, name: str, default: float = 1.0, dtype: str | None = None) -> float:
+        """The fitted efficiency ``name`` (for ``dtype`` where one is given), else ``default``."""
         for e in self.efficiency:
             if e.name == name:
-                return e.value
+                return e.for_dtype(dtype)
         return default
 
 

@@ -149,7 +149,12 @@ class Nics:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Node:
-    """A server: ``device_count`` identical devices, their fabric, host, storage and NICs."""
+    """A server: ``device_count`` identical devices, their fabric, host, storage and NICs.
+
+    Server wall power is ``power_overhead_w + (1 + power_overhead_fraction) x`` the sum of
+    device power: a fixed part (CPUs, fans, NICs at idle) plus a part that scales with the
+    accelerators' draw (fans, power-supply losses).
+    """
 
     name: str
     device: Device

@@ -21,6 +21,7 @@ Arrival times are rounded to the microsecond.
 
 from __future__ import annotations
 
+import csv
 import math
 from array import array
 from collections.abc import Iterator
@@ -139,6 +140,8 @@ class DiurnalArrivals:
         _positive("period_s", self.period_s)
         if not (math.isfinite(self.peak_to_trough) and self.peak_to_trough >= 1):
             raise ValueError(f"peak_to_trough must be >= 1, got {self.peak_to_trough!r}")
+        if self.peak_at_s is not None and not math.isfinite(self.peak_at_s):
+            raise ValueError(f"peak_at_s must be finite, got {self.peak_at_s!r}")
 
     @property
     def amplitude(self) -> float:
@@ -271,7 +274,7 @@ class EmpiricalLengths:
 def _read_length_csv(path: str | Path, inputs: array, outputs: array, *, drop_invalid: bool) -> int:
     file = str(path)
     with open_text(path) as fh, read_errors(path):
-        header = {name.strip().lstrip("\ufeff") for name in fh.readline().split(",")}
+        header = {name.strip().lstrip("\ufeff") for name in next(csv.reader([fh.readline()]), [])}
         pair = next((p for p in LENGTH_COLUMNS if set(p) <= header), None)
         if pair is None:
             raise SpecError(

@@ -52,19 +52,16 @@ class Request:
     priority: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("request_id", "input_tokens", "output_tokens", "block_tokens", "priority"):
-            object.__setattr__(self, name, _as_int(getattr(self, name), name))
-        object.__setattr__(self, "arrival_s", float(self.arrival_s))
-        object.__setattr__(
-            self, "prefix_blocks", tuple(_as_int(b, "prefix_blocks") for b in self.prefix_blocks)
-        )
+        self._normalise()
         if self.request_id < 0:
             raise ValueError(f"request_id must be >= 0, got {self.request_id}")
-        if not math.isfinite(self.arrival_s) or self.arrival_s < 0:
+        if not (math.isfinite(self.arrival_s) and self.arrival_s >= 0):
             raise ValueError(f"arrival_s must be finite and >= 0, got {self.arrival_s!r}")
-        for name in ("input_tokens", "output_tokens", "block_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.input_tokens < 1 or self.output_tokens < 1 or self.block_tokens < 1:
+            raise ValueError(
+                "input_tokens, output_tokens and block_tokens must be >= 1, got "
+                f"{self.input_tokens}, {self.output_tokens} and {self.block_tokens}"
+            )
         if len(self.prefix_blocks) > self.num_prompt_blocks:
             raise ValueError(
                 f"{len(self.prefix_blocks)} prefix blocks of {self.block_tokens} tokens are more than a "
@@ -72,6 +69,20 @@ class Request:
             )
         if self.tenant is not None and (not isinstance(self.tenant, str) or not self.tenant):
             raise ValueError(f"tenant must be a non-empty string or None, got {self.tenant!r}")
+
+    def _normalise(self) -> None:
+        """Store plain ``int``/``float``/``tuple`` values (numpy scalars, lists are converted)."""
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if type(value) is not int:
+                object.__setattr__(self, name, _as_int(value, name))
+        if type(self.arrival_s) is not float:
+            object.__setattr__(self, "arrival_s", float(self.arrival_s))
+        blocks = self.prefix_blocks
+        if type(blocks) is not tuple or not all(type(b) is int for b in blocks):
+            object.__setattr__(
+                self, "prefix_blocks", tuple(_as_int(b, "prefix_blocks") for b in blocks)
+            )
 
     @property
     def total_tokens(self) -> int:
@@ -82,6 +93,9 @@ class Request:
     def num_prompt_blocks(self) -> int:
         """Blocks of ``block_tokens`` the prompt spans (the last one may be partial)."""
         return -(-self.input_tokens // self.block_tokens)
+
+
+_INT_FIELDS = ("request_id", "input_tokens", "output_tokens", "block_tokens", "priority")
 
 
 def _as_int(value: Any, name: str) -> int:
