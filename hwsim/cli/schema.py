@@ -6,7 +6,8 @@ import json
 
 import click
 
-from hwsim.io.validate import SCHEMA_KINDS, schema as load_schema
+from hwsim.io.validate import SCHEMA_KINDS
+from hwsim.io.validate import schema as load_schema
 
 
 @click.command("schema")

@@ -7,7 +7,6 @@ inside the commands so that ``hwsim --help`` stays fast.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -16,12 +15,12 @@ import click
 from hwsim.cli import HwsimGroup
 from hwsim.cli.trace_generate import generate
 from hwsim.cli.trace_params import SecondsParam, Tally
-from hwsim.units import Dim, format_quantity
+from hwsim.report.traces import format_trace_stats
 from hwsim.workload.importers import FORMAT_CHOICES, ImportReport, detect_format, import_requests
 from hwsim.workload.trace import write_requests
 
 if TYPE_CHECKING:
-    from hwsim.workload.stats import TraceStats
+    pass
 
 __all__ = ["trace"]
 
@@ -165,29 +164,4 @@ def stats(path: Path, fmt: str, as_json: bool) -> None:
         }
         click.echo(json.dumps(data, indent=2))
         return
-    click.echo(_stats_table(str(path), name, summary, report))
-
-
-def _stats_table(path: str, fmt: str, s: TraceStats, report: ImportReport) -> str:
-    def num(x: float | None, digits: int = 3) -> str:
-        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
-
-    lines = [
-        f"trace              {path} ({fmt})",
-        f"requests           {s.count:,}"
-        + (f" (skipped {report.skipped_failures:,} failed)" if report.skipped_failures else ""),
-        f"span               {format_quantity(s.span_s, Dim.TIME) if s.count > 1 else '-'}",
-        f"mean rate          {num(s.mean_rate_per_s)} req/s",
-        f"inter-arrival CV   {num(s.interarrival_cv)}",
-        f"per-second counts  CV {num(s.per_second_cv)}, peak {s.peak_per_second}",
-        f"{'':18} {'mean':>9} {'p50':>9} {'p90':>9} {'p99':>9} {'min':>9} {'max':>9}",
-    ]
-    for label, t in (("input tokens", s.input_tokens), ("output tokens", s.output_tokens)):
-        if t is not None:
-            cells = (t.mean, t.p50, t.p90, t.p99, t.min, t.max)
-            lines.append(f"{label:18} " + " ".join(f"{c:>9,.0f}" for c in cells))
-    if s.prefix_reuse_fraction is not None:
-        lines.append(
-            f"prefix blocks      {s.prefix_blocks:,} ({s.prefix_reuse_fraction:.1%} reused)"
-        )
-    return "\n".join(lines)
+    click.echo(format_trace_stats(str(path), name, summary, report.skipped_failures))

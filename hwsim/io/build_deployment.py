@@ -145,12 +145,15 @@ def _check_fits(pool: Pool, model: Model, dep: Deployment, cluster: Cluster, pat
     need = share.total_bytes
     if need > usable:
         par = pool.parallelism
-        gb = lambda x: format_quantity(x, Dim.BYTES)  # noqa: E731
         raise SpecError(
             f"{model.name} ({dep.dtypes.weights} weights) with tp={par.tp}, ep={par.ep}, pp={par.pp} needs "
             f"{gb(need)} of weights per device; {device.name} has {gb(usable)} usable of {gb(capacity)} "
             f"({dep.memory_reserve_fraction:.0%} reserved): short by {gb(need - usable)}",
             path=f"{path}.parallelism", expected="a deployment whose weights fit (more ep/tp/pp, or smaller dtypes)")
+
+
+def gb(x: float) -> str:
+    return format_quantity(x, Dim.BYTES)
 
 
 def _node_of(cluster: Cluster, device_index: int) -> int:

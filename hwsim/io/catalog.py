@@ -17,14 +17,11 @@ from pathlib import Path
 import yaml
 
 from hwsim.errors import SpecError
+from hwsim.io.source import YAML_LOADER
 from hwsim.registry import unknown_name_error
 
 CATALOG_KINDS = ("device", "node", "cluster", "model")
 
-try:
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[attr-defined]
-except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
 
 
 def builtin_roots() -> list[Path]:
@@ -55,7 +52,7 @@ def _scan(root: Path) -> list[Entry]:
     entries = []
     for f in sorted(root.rglob("*.yaml")):
         try:
-            data = yaml.load(f.read_text(encoding="utf-8"), Loader=_Loader)
+            data = yaml.load(f.read_text(encoding="utf-8"), Loader=YAML_LOADER)
         except (yaml.YAMLError, OSError, UnicodeDecodeError):
             continue  # reported when the file itself is loaded or validated
         if isinstance(data, dict) and data.get("kind") in CATALOG_KINDS and isinstance(data.get("name"), str):

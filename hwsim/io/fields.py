@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from hwsim.errors import SpecError, UnitError, join_path
 from hwsim.spec.hardware import Source
 from hwsim.units import Dim, parse_fraction, parse_quantity
 
 _MISSING = object()
+T = TypeVar("T")
 
 
 class Fields:
@@ -94,7 +95,7 @@ def source_of(value: Any, path: str) -> Source | None:
     raise SpecError("a source must be text or {text, url}", path=path, found=value)
 
 
-def build(path: str, factory: Any, **kwargs: Any) -> Any:
+def build(path: str, factory: Callable[..., T], **kwargs: Any) -> T:
     """Call a spec constructor, turning its ValueError into a SpecError at ``path``."""
     try:
         return factory(**kwargs)

@@ -88,12 +88,7 @@ def builder(kind: str) -> Callable[[Builder], Builder]:
 
 def _ensure_builders() -> None:
     # Builders register themselves on import; import them lazily to keep import order simple.
-    from hwsim.io import build_hardware  # noqa: F401
-    try:
-        from hwsim.io import build_model  # noqa: F401
-    except ImportError:  # pragma: no cover - during bootstrap only
-        pass
-    from hwsim.io import build_cluster  # noqa: F401
+    from hwsim.io import build_cluster, build_hardware, build_model  # noqa: F401
 
 
 def load(kind: str, ref: str | Path, extra: Sequence[str | Path] = ()) -> Any:

@@ -10,10 +10,8 @@ import yaml
 
 from hwsim.errors import SpecError, join_path
 
-try:  # the C loader is several times faster where libyaml is available
-    _Loader: type[yaml.SafeLoader] = yaml.CSafeLoader  # type: ignore[attr-defined]
-except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
+# The C loader is several times faster; fall back where libyaml is missing.
+YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +54,8 @@ def _walk(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
 def parse_text(text: str, file: str) -> Document:
     """Parse YAML (JSON is YAML) text; malformed input becomes a located SpecError."""
     try:
-        node = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader) if node is not None else None
+        node = yaml.compose(text, Loader=YAML_LOADER)
+        data = yaml.load(text, Loader=YAML_LOADER) if node is not None else None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         line = mark.line + 1 if mark is not None else None

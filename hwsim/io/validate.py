@@ -80,7 +80,7 @@ def _type_name(kw: Any) -> str:
     names = {"string": "a string", "number": "a number", "integer": "an integer", "object": "a mapping",
              "array": "a list", "boolean": "true or false", "null": "nothing"}
     kinds = kw if isinstance(kw, list) else [kw]
-    return " or ".join(names.get(k, k) for k in kinds)
+    return " or ".join(names.get(str(k), str(k)) for k in kinds)
 
 
 def check_schema(data: Any, kind: str) -> None:

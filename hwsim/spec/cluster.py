@@ -149,7 +149,7 @@ class Cluster:
     def path_latency_s(self, src: str, dst: str) -> float:
         g = self.graph()
         p = self.path(src, dst)
-        return sum(g.edges[u, v]["latency_s"] for u, v in zip(p, p[1:], strict=False))
+        return float(sum(g.edges[u, v]["latency_s"] for u, v in zip(p, p[1:], strict=False)))
 
     def bottleneck_bytes_per_s(self, src: str, dst: str) -> float:
         """Bandwidth of the slowest link on :meth:`path` (no other traffic)."""
@@ -157,7 +157,7 @@ class Cluster:
         p = self.path(src, dst)
         if len(p) < 2:
             return float("inf")
-        return min(g.edges[u, v]["bandwidth_bytes_per_s"] for u, v in zip(p, p[1:], strict=False))
+        return float(min(g.edges[u, v]["bandwidth_bytes_per_s"] for u, v in zip(p, p[1:], strict=False)))
 
 
 def _latency_weight(u: str, v: str, e: dict[str, Any]) -> float:

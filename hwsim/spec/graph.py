@@ -105,8 +105,7 @@ def _add_fabric(g: nx.DiGraph, cluster: Cluster) -> None:
             _both(g, nic, leaf, **_attrs(nic_link, extra_latency_s=fab.switch_latency_s))
             leaf_down[leaf] = leaf_down.get(leaf, 0.0) + nic_link.bandwidth_bytes_per_s
     for leaf, down in leaf_down.items():
-        plane = leaf.split(".", 1)[0]
-        spine = f"{plane}.spine"
+        spine = f"{leaf.split('.', 1)[0]}.spine"
         g.add_node(spine, kind="switch", node=-1)
         _both(g, leaf, spine, bandwidth_bytes_per_s=down / fab.oversubscription,
               latency_s=fab.switch_latency_s, kind="internal")

@@ -138,7 +138,8 @@ class PriceSpec:
         """Rental rate, or capex spread evenly over the lifetime."""
         if self.usd_per_s is not None:
             return self.usd_per_s
-        assert self.capex_usd is not None and self.lifetime_s is not None
+        assert self.capex_usd is not None
+        assert self.lifetime_s is not None
         return self.capex_usd / self.lifetime_s
 
     @property

@@ -60,10 +60,7 @@ def weight_share(model: Model, par: Parallelism, dtypes: Dtypes, redundant_exper
         moe_layers_on_stage = math.ceil(n_moe / par.pp)
         experts_per_device = math.ceil((model.moe.num_experts + redundant_experts) / par.ep)
         experts_bytes = moe_layers_on_stage * experts_per_device * pc.routed_expert_one * eb / par.expert_tp
-    if par.pp == 1:
-        emb = pc.embedding + pc.lm_head
-    else:
-        emb = max(pc.embedding, pc.lm_head)
+    emb = pc.embedding + pc.lm_head if par.pp == 1 else max(pc.embedding, pc.lm_head)
     return WeightShare(
         dense_bytes=dense_bytes,
         experts_bytes=experts_bytes,
