@@ -39,16 +39,21 @@ class Document:
         return err.with_context(file=self.file, prefix=prefix, line=self.line_of(full))
 
 
-def _walk(node: yaml.Node, path: str, lines: dict[str, int]) -> None:
+def _walk(node: yaml.Node, path: str, lines: dict[str, int], file: str) -> None:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
         for key, value in node.value:
             sub = join_path(path, str(key.value))
+            if str(key.value) in seen:
+                raise SpecError(f"duplicate key '{key.value}' (YAML keeps only the last one)", file=file,
+                                path=sub, line=key.start_mark.line + 1)
+            seen.add(str(key.value))
             lines[sub] = key.start_mark.line + 1
-            _walk(value, sub, lines)
+            _walk(value, sub, lines, file)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
-            _walk(item, f"{path}[{i}]", lines)
+            _walk(item, f"{path}[{i}]", lines, file)
 
 
 def parse_text(text: str, file: str) -> Document:
@@ -64,7 +69,7 @@ def parse_text(text: str, file: str) -> Document:
         raise SpecError(f"malformed YAML: {err}", file=file) from None
     lines: dict[str, int] = {}
     if node is not None:
-        _walk(node, "", lines)
+        _walk(node, "", lines, file)
     return Document(data=data, file=file, lines=lines)
 
 

@@ -19,6 +19,7 @@ from hwsim.io.load import load, load_cluster, load_device, load_node
         ("device", "bad_device_compute_unsourced.yaml", "sources.compute", "source"),
         ("device", "bad_device_efficiency_uncalibrated.yaml", "efficiency.gemm.calibrated_on", "calibrated"),
         ("device", "bad_device_unknown_dtype.yaml", "compute.fp6", "unknown field"),
+        ("device", "bad_duplicate_key.yaml", "compute", "duplicate key"),
         ("node", "bad_node_unknown_device.yaml", "device", "did you mean 'H100-SXM'"),
         ("node", "bad_node_link_kind.yaml", "scale_up.link.kind", "nvlink"),
         ("node", "bad_node_nic_bits.yaml", "nics.link.bandwidth", "expected a bandwidth"),
