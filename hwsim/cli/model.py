@@ -10,25 +10,15 @@ from typing import Any
 
 import click
 
+from hwsim.cli import HwsimGroup
 from hwsim.cli.params import catalog_option
-from hwsim.errors import HwsimError, SpecError
+from hwsim.errors import SpecError
 from hwsim.io import catalog
 from hwsim.io.hf_import import import_hf_config, to_yaml
 from hwsim.io.load import load_model
 from hwsim.spec.dtypes import bytes_per_elem
 from hwsim.spec.model import Model
 from hwsim.units import Dim, format_quantity
-
-
-class _Group(click.Group):
-    """Turns :class:`HwsimError` into a message and its exit code when used on its own."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except HwsimError as err:
-            click.echo(f"error: {err}", err=True)
-            ctx.exit(err.exit_code)
 
 
 def params_text(n: float) -> str:
@@ -39,7 +29,7 @@ def params_text(n: float) -> str:
     return f"{n:.0f}"
 
 
-@click.group("model", cls=_Group)
+@click.group("model", cls=HwsimGroup)
 def model() -> None:
     """Browse model architectures and import Hugging Face configs."""
 

@@ -14,9 +14,9 @@ import click
 
 from hwsim.cli import HwsimGroup
 from hwsim.cli.trace_generate import generate
-from hwsim.cli.trace_params import SecondsParam, Tally
+from hwsim.cli.trace_params import SecondsParam, Tally, format_option, output_option
 from hwsim.report.traces import format_trace_stats
-from hwsim.workload.importers import FORMAT_CHOICES, ImportReport, detect_format, import_requests
+from hwsim.workload.importers import ImportReport, detect_format, import_requests
 from hwsim.workload.trace import write_requests
 
 if TYPE_CHECKING:
@@ -38,22 +38,8 @@ def trace() -> None:
 
 @trace.command("import")
 @click.argument("src", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "-o",
-    "--output",
-    "out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="Trace to write (.jsonl or .json, optionally .gz); written atomically.",
-)
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMAT_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Format of SRC; 'auto' detects it from the first line.",
-)
+@output_option
+@format_option("SRC")
 @click.option(
     "--limit", type=click.IntRange(min=0), default=None, help="Keep at most this many requests."
 )
@@ -127,14 +113,7 @@ trace.add_command(generate)
 
 @trace.command("stats")
 @click.argument("path", type=click.Path(path_type=Path, dir_okay=False))
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(FORMAT_CHOICES),
-    default="auto",
-    show_default=True,
-    help="Format of PATH; 'auto' detects it.",
-)
+@format_option("PATH")
 @click.option(
     "--json",
     "as_json",

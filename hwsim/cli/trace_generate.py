@@ -8,7 +8,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
-from hwsim.cli.trace_params import RateParam, SecondsParam, Tally
+from hwsim.cli.trace_params import RateParam, SecondsParam, Tally, output_option
 from hwsim.errors import SpecError
 from hwsim.workload.trace import write_requests
 
@@ -32,14 +32,7 @@ _LOGNORMAL_OPTIONS = (
 
 
 @click.command("generate")
-@click.option(
-    "-o",
-    "--output",
-    "out",
-    type=click.Path(path_type=Path, dir_okay=False),
-    required=True,
-    help="Trace to write (.jsonl or .json, optionally .gz); written atomically.",
-)
+@output_option
 @click.option(
     "--arrival",
     type=click.Choice(["poisson", "gamma", "diurnal"]),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import click
@@ -108,3 +109,17 @@ class Tally:
         rate = f", {(self.count - 1) / span:.3g} req/s" if self.count > 1 and span > 0 else ""
         over = format_quantity(span, Dim.TIME) if span > 0 else "0 s"
         return f"{self.count:,} requests over {over}{rate}"
+
+
+def output_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``-o/--output FILE``: the trace to write, atomically."""
+    return click.option("-o", "--output", "out", type=click.Path(path_type=Path, dir_okay=False), required=True,
+                        help="Trace to write (.jsonl or .json, optionally .gz); written atomically.")(fn)
+
+
+def format_option(argument: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--format``: the format of the trace argument, detected by default."""
+    from hwsim.workload.importers import FORMAT_CHOICES
+
+    return click.option("--format", "fmt", type=click.Choice(FORMAT_CHOICES), default="auto", show_default=True,
+                        help=f"Format of {argument}; 'auto' detects it from the first line.")

@@ -5,21 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from hwsim.errors import SpecError
-from hwsim.io.fields import Fields, build, source_of
+from hwsim.io.fields import Fields, build, sources_of
 from hwsim.io.load import Context, builder
 from hwsim.io.source import Document
 from hwsim.spec.hardware import Device, EfficiencyFactor, MemoryTier, PowerSpec, PriceSpec, Source
 from hwsim.spec.topology import HostCpu, Link, Nics, Node, ScaleUp, Storage
 from hwsim.units import Dim
-
-
-def _sources(f: Fields) -> dict[str, Source]:
-    out: dict[str, Source] = {}
-    for key, value in f.get("sources", {}).items():
-        src = source_of(value, f.at(f"sources.{key}"))
-        if src is not None:
-            out[key] = src
-    return out
 
 
 def _cited(f: Fields, sources: dict[str, Source], section: str, path: str) -> Source:
@@ -90,7 +81,7 @@ def _power(f: Fields, sources: dict[str, Source]) -> PowerSpec | None:
 
 @builder("device")
 def build_device(f: Fields, ctx: Context, doc: Document) -> Device:
-    sources = _sources(f)
+    sources = sources_of(f)
     if "compute" not in sources:
         raise SpecError("the compute peaks need a source", path=f.at("sources.compute"), expected="a citation")
     tiers = tuple(memory_tier(Fields(t, p), sources, f"mem{i}") for i, t, p in f.items("memory"))
@@ -163,7 +154,7 @@ def _overhead(f: Fields, sources: dict[str, Source]) -> tuple[float, float]:
 
 @builder("node")
 def build_node(f: Fields, ctx: Context, doc: Document) -> Node:
-    sources = _sources(f)
+    sources = sources_of(f)
     device = ctx.reference("device", f.require("device"), doc=doc, path=f.at("device"))
     fixed, fraction = _overhead(f.sub("power_overhead"), sources)
     host = link(f.sub("host_link"), sources, "host_link") if f.has("host_link") else None

@@ -10,10 +10,9 @@ import re
 from typing import Any
 
 from hwsim.errors import SpecError
-from hwsim.io.fields import Fields, build, source_of
+from hwsim.io.fields import Fields, build, sources_of
 from hwsim.io.load import Context, builder
 from hwsim.io.source import Document
-from hwsim.spec.hardware import Source
 from hwsim.spec.model import AttentionSpec, Model, ModelDtypes, MoESpec, PublishedParams
 
 _SCALE = {"K": 1e3, "M": 1e6, "B": 1e9, "T": 1e12}
@@ -33,15 +32,6 @@ def count_digits(text: str) -> int:
     """Decimals shown in a count: ``'46.7B'`` -> 1 (used for rounding-aware comparisons)."""
     m = _COUNT_RE.match(text)
     return len(m.group(1).split(".")[1]) if m and "." in m.group(1) else 0
-
-
-def _sources(f: Fields) -> dict[str, Source]:
-    out: dict[str, Source] = {}
-    for key, value in f.get("sources", {}).items():
-        src = source_of(value, f.at(f"sources.{key}"))
-        if src is not None:
-            out[key] = src
-    return out
 
 
 def _attention(f: Fields, hidden: int) -> AttentionSpec:
@@ -148,7 +138,7 @@ def build_model(f: Fields, ctx: Context, doc: Document) -> Model:
         tie_word_embeddings=f.get("tie_word_embeddings", False),
         attention_per_layer=f.get("attention_per_layer", 1),
         dense_ffn_per_moe_layer=f.get("dense_ffn_per_moe_layer", 0), dtypes=dtypes,
-        published=_published(f.sub("published")), sources=_sources(f), notes=f.get("notes", ""),
+        published=_published(f.sub("published")), sources=sources_of(f), notes=f.get("notes", ""),
     )
     if moe is not None and not any(moe.is_moe_layer(i) for i in range(model_fields["num_layers"])):
         raise SpecError("the MoE layer rule selects no layer", path=f.at("moe.layers"))

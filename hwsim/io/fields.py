@@ -95,6 +95,16 @@ def source_of(value: Any, path: str) -> Source | None:
     raise SpecError("a source must be text or {text, url}", path=path, found=value)
 
 
+def sources_of(f: Fields) -> dict[str, Source]:
+    """A file's ``sources:`` mapping (section name -> citation)."""
+    out: dict[str, Source] = {}
+    for key, value in f.get("sources", {}).items():
+        src = source_of(value, f.at(f"sources.{key}"))
+        if src is not None:
+            out[key] = src
+    return out
+
+
 def build(path: str, factory: Callable[..., T], **kwargs: Any) -> T:
     """Call a spec constructor, turning its ValueError into a SpecError at ``path``."""
     try:
