@@ -86,11 +86,16 @@ def build_device(f: Fields, ctx: Context, doc: Document) -> Device:
         raise SpecError("the compute peaks need a source", path=f.at("sources.compute"), expected="a citation")
     tiers = tuple(memory_tier(Fields(t, p), sources, f"mem{i}") for i, t, p in f.items("memory"))
     freq = f.quantity("frequency", Dim.FREQUENCY, None)
+    launch = f.sub("launch_overhead")
+    if launch.data:
+        _cited(launch, sources, "launch_overhead", launch.path)
     return build(f.path, Device,
                  name=f.require("name"), kind=f.require("category"), vendor=f.get("vendor", ""),
                  compute_flop_per_s=compute_peaks(f.sub("compute")), memory=tiers,
                  efficiency=_efficiency(f.sub("efficiency")), power=_power(f.sub("power"), sources),
                  price=price(f.sub("price"), sources), sm_count=f.get("sm_count"), frequency_hz=freq,
+                 launch_eager_s=launch.quantity("eager", Dim.TIME, None),
+                 launch_graph_s=launch.quantity("graph", Dim.TIME, None),
                  sources=sources, notes=f.get("notes", ""))
 
 

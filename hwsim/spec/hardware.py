@@ -165,6 +165,8 @@ class Device:
     price: PriceSpec | None = None
     sm_count: int | None = None
     frequency_hz: float | None = None
+    launch_eager_s: float | None = None
+    launch_graph_s: float | None = None
     sources: dict[str, Source] = field(default_factory=dict)
     notes: str = ""
 
