@@ -23,6 +23,7 @@ from hwsim.spec.deployment import (
     Pool,
     RoutingRef,
     SchedulerLimits,
+    Speculative,
 )
 from hwsim.spec.model import Model
 from hwsim.spec.sharding import weight_share
@@ -55,6 +56,13 @@ def _dtypes(f: Fields, model: Model) -> Dtypes:
     return build(f.path, Dtypes, weights=given.get("weights", md.weights),
                  activations=given.get("activations", md.activations), kv=given.get("kv", md.kv),
                  experts=experts)
+
+
+def _speculative(f: Fields) -> Speculative:
+    if not f.data:
+        return Speculative()
+    return build(f.path, Speculative, tokens=f.get("tokens", 1), acceptance=f.fraction("acceptance", 0.0),
+                 method=f.get("method", "mtp"))
 
 
 def _pools(f: Fields) -> tuple[Pool, ...]:
@@ -92,7 +100,8 @@ def build_deployment(f: Fields, ctx: Context, doc: Document, cluster: Cluster) -
     dtypes = _dtypes(f.sub("dtypes"), model)
     deployment = build(f.path, Deployment, model_name=model.name, dtypes=dtypes, pools=_pools(f),
                        experts=_experts(f.sub("experts")), overlap=f.get("overlap", "none"),
-                       memory_reserve_fraction=f.fraction("memory_reserve", 0.1))
+                       memory_reserve_fraction=f.fraction("memory_reserve", 0.1),
+                       speculative=_speculative(f.sub("speculative")), cuda_graph=bool(f.get("cuda_graph", True)))
     check_deployment(deployment, model, cluster, f)
     return deployment, model
 

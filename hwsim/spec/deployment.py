@@ -161,6 +161,29 @@ class ExpertConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Speculative:
+    """Speculative decoding (e.g. DeepSeek MTP): ``tokens`` drafted per step, each accepted
+    with probability ``acceptance`` given the previous one was (a geometric chain)."""
+
+    tokens: int = 0
+    acceptance: float = 0.0
+    method: str = "mtp"
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0:
+            raise ValueError(f"tokens must be >= 0, got {self.tokens}")
+        if not 0.0 <= self.acceptance <= 1.0:
+            raise ValueError(f"acceptance must be in [0, 1], got {self.acceptance:g}")
+        if self.method not in ("mtp", "draft"):
+            raise ValueError(f"method must be mtp or draft, got {self.method!r}")
+
+    @property
+    def tokens_per_step(self) -> float:
+        """Expected tokens a decode sequence gains per step: 1 + a + a^2 + ... + a^tokens."""
+        return sum(self.acceptance**i for i in range(self.tokens + 1))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Deployment:
     """A model served on a cluster: pools of replicas, dtypes, experts, overlap."""
 
@@ -170,6 +193,8 @@ class Deployment:
     experts: ExpertConfig = ExpertConfig()
     overlap: str = "none"
     memory_reserve_fraction: float = 0.1
+    speculative: Speculative = Speculative()
+    cuda_graph: bool = True
 
     def __post_init__(self) -> None:
         if not self.pools:

@@ -54,6 +54,7 @@ def test_disaggregated_deployment_loads(datadir):
     assert dep.pools[1].scheduler.kv_block_tokens == 64
     assert dep.experts.redundant == 8 and dep.experts.routing.params == {"skew": 1.2}
     assert dep.dtypes.kv == "fp8" and dep.memory_reserve_fraction == pytest.approx(0.15)
+    assert dep.speculative.tokens == 1 and dep.speculative.acceptance == pytest.approx(0.8)
     assert len(sc.input_hashes) == 1 and len(next(iter(sc.input_hashes.values()))) == 64
 
 
@@ -97,3 +98,13 @@ def test_weight_share_ep_and_pp_divide_the_experts():
     # 1/8 of the ~654 GB of routed experts: ~101 GB, more than an H100 holds
     assert base.dense_bytes == pytest.approx(ep32.dense_bytes)
     assert 95e9 < base.total_bytes < 110e9
+
+
+def test_speculative_tokens_per_step():
+    from hwsim.spec.deployment import Speculative
+
+    assert Speculative().tokens_per_step == 1.0
+    assert Speculative(tokens=1, acceptance=0.8).tokens_per_step == pytest.approx(1.8)
+    assert Speculative(tokens=2, acceptance=0.5).tokens_per_step == pytest.approx(1.75)
+    with pytest.raises(ValueError, match="acceptance"):
+        Speculative(tokens=1, acceptance=1.5)
