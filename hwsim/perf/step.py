@@ -1,0 +1,198 @@
+"""The cost of one engine step of one model replica: :class:`StepCost`.
+
+``StepCost(cluster, model, deployment, pool)`` resolves, once, every operator of a forward
+pass on the busiest device of a replica (an operator plan; see :mod:`hwsim.perf.step_kernel`).
+Calling it with a :class:`~hwsim.perf.batch.Batch` evaluates the plan in one compiled pass.
+
+What one step runs, per device (attention TP ``tp``, attention DP ``attention_dp``, expert
+parallel ``ep`` with ``moe_tp`` devices per expert, ``pp`` stages; the busiest DP rank and the
+busiest EP rank set the time):
+
+* head: embedding lookup; final norm, LM head (vocabulary-parallel over ``tp``) and sampling
+  for the tokens that need logits;
+* every layer: norm, attention input projections (``tp``-split), attention (prefill chunks
+  FlashAttention-style, decode KV-read bound; MLA absorbed in decode), output projection,
+  TP all-reduce when ``tp > 1``;
+* dense layers: gated FFN split over ``tp`` and a TP all-reduce;
+* MoE layers: router, EP dispatch, grouped expert GEMMs (contiguous for prefill, masked for
+  decode-only steps) over the local experts, shared experts (``tp``-split), EP combine, and
+  an expert-TP all-reduce when ``moe_tp > 1``;
+* speculative decoding: decode attention verifies ``1 + tokens`` positions per sequence and
+  the draft (MTP) module runs ``tokens`` times on the decode sequences.
+
+Routing is uniform in expectation unless ``imbalance`` (busiest EP rank load / mean) is
+given; the serving simulator passes per-step loads. Communication rows are alpha-beta lines
+fitted on :class:`~hwsim.perf.collectives.Collectives` for this pool's groups and traffic
+pattern (two evaluations: exact for an alpha-beta model with a fixed pattern).
+
+Overlap: ``none`` adds compute and communication; ``two-microbatch`` costs every row on half
+the batch and takes ``2 max(compute, communication)`` per layer (DeepSeek's dual micro-batch
+overlap: the smaller GEMMs' efficiency loss is paid); ``fine-grained`` hides communication
+behind compute up to ``FINE_GRAINED_OVERLAP`` (an assumption in the range Comet/FlashMoE
+report, not yet calibrated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwsim.perf import step_kernel as sk
+from hwsim.perf.batch import Batch
+from hwsim.perf.collectives import Collectives
+from hwsim.perf.plan import PlanBuilder, PoolGroups
+from hwsim.perf.power import cap_slowdown, device_power_w, utilisation
+from hwsim.perf.types import OpCost
+from hwsim.spec.cluster import Cluster
+from hwsim.spec.deployment import Deployment, Pool
+from hwsim.spec.model import Model
+
+FINE_GRAINED_OVERLAP = 0.9
+"""Share of the shorter of compute and communication hidden by fine-grained overlap (assumed)."""
+
+_OVERLAP_CODES = {"none": 0, "two-microbatch": 1, "fine-grained": 2}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OpRecord:
+    """One operator of a step: its cost per occurrence and how often it runs per step."""
+
+    group: str
+    count: float
+    cost: OpCost
+    communication: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepBreakdown:
+    """Cost of one step on the busiest device of a replica.
+
+    ``time_s`` is the step's latency through all pipeline stages; ``interval_s`` the time
+    between steps when ``pp`` micro-batches are in flight (``time_s / pp``). The category
+    times are the raw sums of operator times by what bounds each operator; ``hidden_s`` is the
+    part of them that overlap hid. ``flop``, ``hbm_bytes`` and ``comm_bytes`` are per device;
+    ``energy_j`` and ``power_w`` too (multiply by the pool's devices for the replica).
+    """
+
+    time_s: float
+    interval_s: float
+    compute_s: float
+    memory_s: float
+    communication_s: float
+    overhead_s: float
+    hidden_s: float
+    flop: float
+    hbm_bytes: float
+    comm_bytes: float
+    power_w: float
+    energy_j: float
+    tokens_in: int
+    tokens_out: float
+    ops: tuple[OpRecord, ...]
+
+    @property
+    def bound(self) -> str:
+        legs = {"compute": self.compute_s, "memory": self.memory_s,
+                "communication": self.communication_s, "overhead": self.overhead_s}
+        return max(legs, key=lambda k: legs[k])
+
+
+class StepCost:
+    """How long one engine step of ``pool`` takes on ``cluster`` (see the module docstring).
+
+    ``cap_w`` is a per-device power cap: compute-bound time stretches when it binds.
+    """
+
+    def __init__(self, cluster: Cluster, model: Model, deployment: Deployment, pool: Pool, *,
+                 imbalance: float | None = None, collectives: Collectives | None = None,
+                 cap_w: float | None = None) -> None:
+        self.cluster, self.model, self.deployment, self.pool = cluster, model, deployment, pool
+        self.imbalance = imbalance
+        self.cap_w = cap_w
+        groups = PoolGroups.of(cluster, pool)
+        self.device = groups.device
+        self.plan = PlanBuilder(cluster, model, deployment, pool, groups,
+                                collectives or Collectives(cluster)).build()
+        self._overlap = _OVERLAP_CODES[deployment.overlap]
+        self._spec = deployment.speculative
+        self._table = self.plan.table
+        self._count_cache = (self.plan.counts_for(0), self.plan.counts_for(self._spec.tokens))
+        moe = model.moe
+        self._k_real = moe.real_experts_per_token if moe is not None else 0.0
+        self._slots = moe.num_experts + deployment.experts.redundant if moe is not None else 0
+
+    # -- evaluation -----------------------------------------------------------------------
+    def _evaluate(self, batch: Batch) -> tuple[np.ndarray, float]:
+        par = self.pool.parallelism
+        decoding = batch.decode_kv_tokens.shape[0] > 0
+        draft = self._spec.tokens if decoding else 0
+        out, total = sk.step_total(
+            self._table, self.plan.args, self._count_cache[1 if draft else 0], batch.prefill_new_tokens,
+            batch.prefill_cached_tokens, batch.prefill_completes, batch.decode_kv_tokens, par.attention_dp, par.tp,
+            par.ep, 1 + draft, self._k_real, self._slots, -1.0 if self.imbalance is None else self.imbalance,
+            self._overlap, FINE_GRAINED_OVERLAP, draft)
+        return out, total
+
+    def _counts(self, batch: Batch) -> np.ndarray:
+        return self._count_cache[1 if self._spec.tokens and batch.num_decode else 0]
+
+    def _split(self, batch: Batch) -> bool:
+        return self._overlap == 1 and batch.num_prefill + batch.num_decode >= 2
+
+    def time_s(self, batch: Batch) -> float:
+        """Latency of one step (fast path: no breakdown objects)."""
+        if batch.is_empty:
+            return 0.0
+        out, total = self._evaluate(batch)
+        if self.cap_w is None:
+            return total
+        return total * self._stretch(out, batch, total)[0]
+
+    def _per_device(self, out: np.ndarray, batch: Batch) -> tuple[np.ndarray, float, float, float]:
+        """Repetitions of each row, and per-device FLOP, HBM bytes and sent bytes (one stage)."""
+        p = self.plan
+        reps = self._counts(batch)[p.groups] * p.mult * (2.0 if self._split(batch) else 1.0)
+        pp = self.pool.parallelism.pp
+        work = p.comm == 0
+        flop = float((out[work, 1] * reps[work]).sum()) / pp
+        hbm = float((out[work, 2] * reps[work]).sum()) / pp
+        sent = float((out[~work, 2] * reps[~work]).sum()) / pp
+        return reps, flop, hbm, sent
+
+    def _stretch(self, out: np.ndarray, batch: Batch, total: float) -> tuple[float, float]:
+        """(time stretch under the power cap, device power) for a step of ``total`` seconds."""
+        _, flop, hbm, _ = self._per_device(out, batch)
+        u_c, u_m = utilisation(self.device, time_s=total, flop=flop, bytes_moved=hbm,
+                               dtype=self.deployment.dtypes.activations)
+        stretch = cap_slowdown(self.device, self.cap_w, compute_util=u_c, memory_util=u_m) if self.cap_w else 1.0
+        power = device_power_w(self.device, compute_util=u_c / stretch, memory_util=u_m / stretch, cap_w=self.cap_w)
+        return stretch, power
+
+    def __call__(self, batch: Batch) -> StepBreakdown:
+        """Full breakdown of one step."""
+        if batch.is_empty:
+            raise ValueError("an empty batch has no step cost")
+        out, total = self._evaluate(batch)
+        p = self.plan
+        reps, flop, hbm, comm_bytes = self._per_device(out, batch)
+        stretch, power = self._stretch(out, batch, total)
+        time_s = total * stretch
+        records, cats = [], {"compute": 0.0, "memory": 0.0, "communication": 0.0, "overhead": 0.0}
+        for i, name in enumerate(p.names):
+            if reps[i] == 0 or out[i, 0] == 0.0:
+                continue
+            cost = OpCost(name=name, time_s=out[i, 0], flop=out[i, 1], bytes_moved=out[i, 2],
+                          compute_s=out[i, 3], memory_s=out[i, 4], overhead_s=out[i, 5])
+            comm = bool(p.comm[i])
+            cats["communication" if comm else cost.bound] += out[i, 0] * reps[i]
+            records.append(OpRecord(group=p.group_names[p.groups[i]], count=float(reps[i]), cost=cost,
+                                    communication=comm))
+        raw = sum(cats.values())
+        tokens_out = batch.num_decode * self._spec.tokens_per_step + int(batch.prefill_completes.sum())
+        return StepBreakdown(
+            time_s=time_s, interval_s=time_s / self.pool.parallelism.pp, compute_s=cats["compute"],
+            memory_s=cats["memory"], communication_s=cats["communication"], overhead_s=cats["overhead"],
+            hidden_s=max(0.0, raw - total), flop=flop, hbm_bytes=hbm, comm_bytes=comm_bytes, power_w=power,
+            energy_j=power * time_s, tokens_in=int(batch.prefill_new_tokens.sum()), tokens_out=tokens_out,
+            ops=tuple(records))
