@@ -64,3 +64,21 @@ def test_check_example_scenario():
 def test_check_missing_file_is_exit_2():
     res = run("check", "no-such-cluster.yaml")
     assert res.exit_code == 2 and "file not found" in res.output
+
+
+def test_estimate_writes_json_and_plot(tmp_path):
+    out, png = tmp_path / "est.json", tmp_path / "roof.png"
+    res = run("estimate", str(REPO / "examples" / "h100-qwen3-30b-a3b" / "cluster.yaml"), "--input", "512",
+              "--output", "128", "--json", str(out), "--plot", str(png))
+    assert res.exit_code == 0, res.output
+    assert "TPOT" in res.output and "USD per million output tokens" in res.output
+    data = json.loads(out.read_text())
+    assert data["input_tokens"] == 512 and data["pools"][0]["ops"]
+    assert png.stat().st_size > 10_000
+
+
+def test_estimate_with_trace_reports_load():
+    res = run("estimate", str(REPO / "examples" / "dgx-h100-deepseek-v3" / "cluster.yaml"),
+              "--trace", str(REPO / "workloads" / "traces" / "azure-conv-10min.jsonl"))
+    assert res.exit_code == 0, res.output
+    assert "of capacity" in res.output

@@ -1,0 +1,189 @@
+"""Closed-form steady state of a deployment, without simulation (``hwsim estimate``).
+
+A replica keeps ``B`` sequences running (the scheduler's ``max_seqs``, capped by what the KV
+cache holds at ``input + output`` tokens each, or a given batch). In steady state:
+
+* **unified pools** (continuous batching with chunked prefill): every step decodes the ``B``
+  running sequences at their mean context ``input + output / 2`` and, to replace the ``B /
+  output`` sequences that finish per step, prefills ``B x input / output`` prompt tokens (in
+  chunks of the scheduler's ``chunked_prefill``, at most ``max_batched_tokens`` per step).
+  Attention-DP ranks schedule their own requests, so the prompt work spreads over them.
+  TPOT is that mixed step's time; TTFT is the steps a prompt needs (``ceil(input / chunk)``)
+  times the step time; output tokens/s is ``B x tokens_per_step / step``.
+* **disaggregated pools**: a prefill step processes ``max_batched_tokens // input`` prompts
+  (at least one); TTFT is that step plus the KV transfer to a decode device; the decode pool
+  runs pure decode steps of ``B`` sequences. The system serves the smaller of the prefill
+  pool's and the decode pool's request rates.
+
+No queueing: TTFT and TPOT are for an unloaded replica at the steady batch; the serving
+simulator adds queueing and the trace's burstiness.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwsim.perf.batch import Batch
+from hwsim.perf.collectives import Collectives
+from hwsim.perf.memory import Footprint, footprint, max_concurrency
+from hwsim.perf.step import StepBreakdown, StepCost
+from hwsim.spec.cluster import Cluster
+from hwsim.spec.deployment import Deployment, Pool
+from hwsim.spec.hardware import Device
+from hwsim.spec.model import Model
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PoolEstimate:
+    """Steady state of one pool (all its replicas)."""
+
+    pool: str
+    role: str
+    device: Device
+    devices: int
+    batch: int
+    kv_limited_batch: int
+    footprint: Footprint
+    step: StepBreakdown
+    step_s: float
+    requests_per_s: float
+    input_tokens_per_s: float
+    output_tokens_per_s: float
+    ttft_s: float | None
+    tpot_s: float | None
+    power_w: float
+    usd_per_s: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Estimate:
+    """Steady state of a deployment: per pool, and the system they form."""
+
+    input_tokens: int
+    output_tokens: int
+    pools: tuple[PoolEstimate, ...]
+    requests_per_s: float
+    output_tokens_per_s: float
+    input_tokens_per_s: float
+    ttft_s: float
+    tpot_s: float
+    devices: int
+    power_w: float
+    usd_per_s: float | None
+
+    @property
+    def output_tokens_per_s_per_device(self) -> float:
+        return self.output_tokens_per_s / self.devices
+
+    @property
+    def tokens_per_s_per_user(self) -> float:
+        return 1.0 / self.tpot_s if self.tpot_s > 0 else float("inf")
+
+    @property
+    def joules_per_output_token(self) -> float:
+        return self.power_w / self.output_tokens_per_s if self.output_tokens_per_s > 0 else float("inf")
+
+    @property
+    def usd_per_million_output_tokens(self) -> float | None:
+        if self.usd_per_s is None or self.output_tokens_per_s <= 0:
+            return None
+        return self.usd_per_s / self.output_tokens_per_s * 1e6
+
+
+def _batch_size(pool: Pool, fp: Footprint, inp: int, out: int, batch: int | None) -> tuple[int, int]:
+    kv_limit = max_concurrency(fp, inp, out, per="replica")
+    cap = pool.scheduler.max_seqs if batch is None else batch
+    return max(1, min(cap, kv_limit)), kv_limit
+
+
+def _mixed_batch(pool: Pool, b: int, inp: int, out: int) -> Batch:
+    """One steady-state step of a unified pool (see the module docstring)."""
+    s = pool.scheduler
+    chunk = s.chunked_prefill_tokens or inp
+    prefill_tokens = min(b * inp / out, max(0, s.max_batched_tokens - b))
+    # attention-DP ranks each admit their own requests: the prompt work spreads over them
+    spread = min(pool.parallelism.attention_dp, int(prefill_tokens))
+    n = max(math.ceil(prefill_tokens / chunk), spread) if prefill_tokens >= 1 else 0
+    new = np.full(n, max(1, round(prefill_tokens / n)) if n else 0, np.int64)
+    cached = np.clip(inp // 2 - new // 2, 0, None).astype(np.int64)
+    done = np.zeros(n, bool)
+    done[: max(0, min(n, round(b / out)))] = True
+    return Batch(prefill_new_tokens=new, prefill_cached_tokens=cached, prefill_completes=done,
+                 decode_kv_tokens=np.full(b, inp + out // 2, np.int64))
+
+
+def _pool_price(cluster: Cluster, pool: Pool) -> float | None:
+    nodes = [node for node in cluster.nodes for _ in range(node.device_count)]
+    total = 0.0
+    for d in pool.device_range:
+        node = nodes[d]
+        if node.device.price is None:
+            return None
+        total += node.device.price.effective_usd_per_s
+    return total
+
+
+def _pool_estimate(cluster: Cluster, model: Model, dep: Deployment, pool: Pool, inp: int, out: int,
+                   batch: int | None, coll: Collectives) -> PoolEstimate:
+    step = StepCost(cluster, model, dep, pool, collectives=coll)
+    fp = footprint(model, dep, pool, step.device)
+    b, kv_limit = _batch_size(pool, fp, inp, out, batch)
+    spec = dep.speculative
+    reps = pool.replicas
+    if pool.role == "prefill":
+        per_step = max(1, pool.scheduler.max_batched_tokens // inp)
+        bd = step(Batch.prefill(per_step, inp))
+        rate = reps * per_step / bd.interval_s
+        ttft, tpot, tokens_out = bd.time_s, None, 0.0
+    elif pool.role == "decode":
+        bd = step(Batch.decode(b, inp + out // 2))
+        tokens_out = reps * b * spec.tokens_per_step / bd.interval_s
+        rate, ttft, tpot = tokens_out / out, None, bd.time_s / spec.tokens_per_step
+    else:
+        bd = step(_mixed_batch(pool, b, inp, out))
+        tokens_out = reps * b * spec.tokens_per_step / bd.interval_s
+        chunk = pool.scheduler.chunked_prefill_tokens or inp
+        rate = tokens_out / out
+        ttft, tpot = math.ceil(inp / chunk) * bd.time_s, bd.time_s / spec.tokens_per_step
+    return PoolEstimate(
+        pool=pool.name, role=pool.role, device=step.device, devices=pool.devices, batch=b, kv_limited_batch=kv_limit, footprint=fp,
+        step=bd, step_s=bd.time_s, requests_per_s=rate, input_tokens_per_s=rate * inp,
+        output_tokens_per_s=rate * out if pool.role != "prefill" else 0.0, ttft_s=ttft, tpot_s=tpot,
+        power_w=bd.power_w * pool.devices, usd_per_s=_pool_price(cluster, pool))
+
+
+def _kv_transfer_s(coll: Collectives, model: Model, dep: Deployment, pools: tuple[Pool, ...], inp: int) -> float:
+    pre = next(p for p in pools if p.role == "prefill")
+    dec = next(p for p in pools if p.role == "decode")
+    nbytes = model.kv_bytes(inp, dep.dtypes.kv)
+    return coll.p2p(pre.first_device, dec.first_device, nbytes, detail=False).time_s
+
+
+def estimate(cluster: Cluster, model: Model, deployment: Deployment, *, input_tokens: int, output_tokens: int,
+             batch: int | None = None) -> Estimate:
+    """Steady-state throughput, latency, memory, power and cost of ``deployment``."""
+    if input_tokens < 1 or output_tokens < 1:
+        raise ValueError("input and output tokens must be >= 1")
+    coll = Collectives(cluster)
+    pools = tuple(_pool_estimate(cluster, model, deployment, p, input_tokens, output_tokens, batch, coll)
+                  for p in deployment.pools)
+    prices = [p.usd_per_s for p in pools]
+    usd = None if any(x is None for x in prices) else float(sum(x for x in prices if x is not None))
+    power = sum(p.power_w for p in pools)
+    devices = sum(p.devices for p in pools)
+    if deployment.disaggregated:
+        pre = next(p for p in pools if p.role == "prefill")
+        dec = next(p for p in pools if p.role == "decode")
+        rate = min(pre.requests_per_s, dec.requests_per_s)
+        ttft = (pre.ttft_s or 0.0) + _kv_transfer_s(coll, model, deployment, deployment.pools, input_tokens)
+        tpot = dec.tpot_s or 0.0
+    else:
+        rate = sum(p.requests_per_s for p in pools)
+        ttft = max(p.ttft_s or 0.0 for p in pools)
+        tpot = max(p.tpot_s or 0.0 for p in pools)
+    return Estimate(input_tokens=input_tokens, output_tokens=output_tokens, pools=pools, requests_per_s=rate,
+                    output_tokens_per_s=rate * output_tokens, input_tokens_per_s=rate * input_tokens,
+                    ttft_s=ttft, tpot_s=tpot, devices=devices, power_w=power, usd_per_s=usd)
