@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "sim": BASE | {"spec", "perf", "workload", "sim"},
     "solvers": BASE | {"spec", "perf", "workload", "solvers"},
     "sweep": BASE | {"spec", "io", "perf", "workload", "sim", "solvers", "sweep"},
-    "report": BASE | {"spec", "workload", "sim", "solvers", "report"},
+    "report": BASE | {"spec", "workload", "perf", "sim", "solvers", "report"},
     "cli": BASE | {"spec", "io", "perf", "workload", "sim", "solvers", "sweep", "report", "cli"},
 }
 CONFINED = {"simpy": "sim", "pulp": "solvers", "numba": "perf", "yaml": "io", "jsonschema": "io", "matplotlib": "report"}
