@@ -60,7 +60,7 @@ def bench_trace(shared: Path) -> None:
             continue
         count = 0
 
-        def read() -> None:
+        def read(path: Path = path) -> None:
             nonlocal count
             count = sum(1 for _ in import_requests(path))
 

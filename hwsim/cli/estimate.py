@@ -52,6 +52,10 @@ def estimate(cluster_file: str, input_tokens: int | None, output_tokens: int | N
     lines = report.summary_lines(est)
     lines.append("busiest operators of the first pool's step:")
     lines += report.breakdown_table(est.pools[0].step)
+    traffic = _first_pool_traffic(sc, est)
+    if traffic:
+        lines.append("busiest links in that step:")
+        lines += report.link_lines(traffic, est.pools[0].step_s)
     if rate is not None:
         load = rate / est.requests_per_s if est.requests_per_s > 0 else float("inf")
         verdict = "keeps up" if load < 1 else "cannot keep up (queues grow)"
@@ -81,3 +85,16 @@ def _trace_means(trace_file: str):  # type: ignore[no-untyped-def]
     if stats.count == 0 or stats.input_tokens is None or stats.output_tokens is None:
         raise SpecError("the trace has no requests", file=trace_file)
     return stats
+
+
+def _first_pool_traffic(sc, est):  # type: ignore[no-untyped-def]
+    """Per-link bytes of the first pool's steady step (decode sequences at mean context)."""
+    from hwsim.perf.batch import Batch
+    from hwsim.perf.step import StepCost, link_traffic
+
+    pool = sc.deployment.pools[0]
+    p = est.pools[0]
+    step = StepCost(sc.cluster, sc.model, sc.deployment, pool)
+    batch = Batch.decode(p.batch, est.input_tokens + est.output_tokens // 2) if pool.role != "prefill" else \
+        Batch.prefill(max(1, pool.scheduler.max_batched_tokens // est.input_tokens), est.input_tokens)
+    return link_traffic(step, batch)

@@ -43,9 +43,10 @@ from hwsim.perf.batch import Batch
 from hwsim.perf.collectives import Collectives
 from hwsim.perf.plan import PlanBuilder, PoolGroups
 from hwsim.perf.power import cap_slowdown, device_power_w, utilisation
-from hwsim.perf.types import OpCost
+from hwsim.perf.types import CommCost, OpCost
 from hwsim.spec.cluster import Cluster
 from hwsim.spec.deployment import Deployment, Pool
+from hwsim.spec.dtypes import bytes_per_elem
 from hwsim.spec.model import Model
 
 FINE_GRAINED_OVERLAP = 0.9
@@ -112,8 +113,9 @@ class StepCost:
         self.cap_w = cap_w
         groups = PoolGroups.of(cluster, pool)
         self.device = groups.device
-        self.plan = PlanBuilder(cluster, model, deployment, pool, groups,
-                                collectives or Collectives(cluster)).build()
+        self.groups = groups
+        self.collectives = collectives or Collectives(cluster)
+        self.plan = PlanBuilder(cluster, model, deployment, pool, groups, self.collectives).build()
         self._overlap = _OVERLAP_CODES[deployment.overlap]
         self._spec = deployment.speculative
         self._table = self.plan.table
@@ -121,18 +123,25 @@ class StepCost:
         moe = model.moe
         self._k_real = moe.real_experts_per_token if moe is not None else 0.0
         self._slots = moe.num_experts + deployment.experts.redundant if moe is not None else 0
+        par = pool.parallelism
+        self._scalars = (par.attention_dp, par.tp, par.ep, self._k_real, self._slots,
+                         -1.0 if imbalance is None else float(imbalance), self._overlap)
+        self._args = self.plan.args
+        self._out = np.zeros((len(self.plan.names), 6))
 
     # -- evaluation -----------------------------------------------------------------------
     def _evaluate(self, batch: Batch) -> tuple[np.ndarray, float]:
-        par = self.pool.parallelism
+        out = np.empty_like(self._out)
+        return out, self._fill(out, batch)
+
+    def _fill(self, out: np.ndarray, batch: Batch) -> float:
         decoding = batch.decode_kv_tokens.shape[0] > 0
         draft = self._spec.tokens if decoding else 0
-        out, total = sk.step_total(
-            self._table, self.plan.args, self._count_cache[1 if draft else 0], batch.prefill_new_tokens,
-            batch.prefill_cached_tokens, batch.prefill_completes, batch.decode_kv_tokens, par.attention_dp, par.tp,
-            par.ep, 1 + draft, self._k_real, self._slots, -1.0 if self.imbalance is None else self.imbalance,
-            self._overlap, FINE_GRAINED_OVERLAP, draft)
-        return out, total
+        dp, tp, ep, k_real, slots, imbalance, overlap = self._scalars
+        return float(sk.step_total(
+            out, self._table, self._args, self._count_cache[1 if draft else 0], batch.prefill_new_tokens,
+            batch.prefill_cached_tokens, batch.prefill_completes, batch.decode_kv_tokens, dp, tp, ep, 1 + draft,
+            k_real, slots, imbalance, overlap, FINE_GRAINED_OVERLAP, draft))
 
     def _counts(self, batch: Batch) -> np.ndarray:
         return self._count_cache[1 if self._spec.tokens and batch.num_decode else 0]
@@ -142,12 +151,12 @@ class StepCost:
 
     def time_s(self, batch: Batch) -> float:
         """Latency of one step (fast path: no breakdown objects)."""
-        if batch.is_empty:
+        if batch.decode_kv_tokens.shape[0] == 0 and batch.is_empty:
             return 0.0
-        out, total = self._evaluate(batch)
+        total = self._fill(self._out, batch)
         if self.cap_w is None:
             return total
-        return total * self._stretch(out, batch, total)[0]
+        return total * self._stretch(self._out, batch, total)[0]
 
     def _per_device(self, out: np.ndarray, batch: Batch) -> tuple[np.ndarray, float, float, float]:
         """Repetitions of each row, and per-device FLOP, HBM bytes and sent bytes (one stage)."""
@@ -196,3 +205,40 @@ class StepCost:
             hidden_s=max(0.0, raw - total), flop=flop, hbm_bytes=hbm, comm_bytes=comm_bytes, power_w=power,
             energy_j=power * time_s, tokens_in=int(batch.prefill_new_tokens.sum()), tokens_out=tokens_out,
             ops=tuple(records))
+
+
+def link_traffic(step: StepCost, batch: Batch) -> dict[tuple[str, str], float]:
+    """Bytes each directed link of the cluster carries during one step of ``batch``.
+
+    Sums, over the step's MoE layers, the EP dispatch and combine of the batch's tokens under
+    uniform routing (normal mode with prefill, low-latency otherwise) and, over all layers,
+    the TP all-reduces; for reports (the per-link traffic matrix), not for timing.
+    """
+    par, model = step.pool.parallelism, step.model
+    coll, g = step.collectives, step.groups
+    total: dict[tuple[str, str], float] = {}
+
+    def add(cost: CommCost, times: float) -> None:
+        for edge, nbytes in cost.link_bytes.items():
+            total[edge] = total.get(edge, 0.0) + nbytes * times
+
+    tokens = float(batch.new_tokens)
+    h, act = model.hidden_size, bytes_per_elem(step.deployment.dtypes.activations)
+    if par.tp > 1:
+        per_rank = tokens / par.attention_dp
+        add(coll.all_reduce(g.tp, per_rank * h * act), 2 * model.num_layers)
+    moe = model.moe
+    if moe is not None and par.ep > 1:
+        ranks = list(g.ep)
+        r = len(ranks)
+        k = moe.real_experts_per_token
+        per_rank = tokens / r
+        nodes = coll.rank_nodes(ranks)
+        per_node = np.bincount(nodes, minlength=int(nodes.max()) + 1).astype(float)
+        mode = "normal" if batch.num_prefill else "low-latency"
+        share = (1.0 - (1.0 - 1.0 / r) ** k) if mode == "normal" else k / r
+        to_rank = np.full((r, r), per_rank * share)
+        to_node = np.tile(per_rank * (1.0 - (1.0 - per_node / r) ** k), (r, 1))
+        for combine in (False, True):
+            add(coll.moe_dispatch(ranks, to_rank, to_node, h * act, mode, combine=combine), model.num_moe_layers)
+    return total

@@ -84,13 +84,19 @@ def _row(kind, source, a, src, prefill_new, prefill_ctx, decode_kv, masked):
 def eval_plan(kinds, sources, args, src, prefill_new, prefill_ctx, decode_kv, masked):
     """Cost of every row of a plan: an ``(rows, 6)`` array of (time_s, flop, bytes, compute_s,
     memory_s, overhead_s), per single occurrence of the operator."""
+    out = np.zeros((kinds.shape[0], 6))
+    fill_plan(out, kinds, sources, args, src, prefill_new, prefill_ctx, decode_kv, masked)
+    return out
+
+
+@njit(cache=True)
+def fill_plan(out, kinds, sources, args, src, prefill_new, prefill_ctx, decode_kv, masked):
+    """:func:`eval_plan` into a given array (no allocation)."""
     n = kinds.shape[0]
-    out = np.zeros((n, 6))
     for i in range(n):
         r = _row(kinds[i], sources[i], args[i], src, prefill_new, prefill_ctx, decode_kv, masked)
         for j in range(6):
             out[i, j] = r[j]
-    return out
 
 
 @njit(cache=True)
@@ -157,9 +163,9 @@ def batch_sources(new, ctx, done, kv, dp, tp, ep, query, k_real, slots, imbalanc
 
 
 @njit(cache=True)
-def step_total(table, args, counts, new, ctx, done, kv, dp, tp, ep, query, k_real, slots, imbalance,
+def step_total(out, table, args, counts, new, ctx, done, kv, dp, tp, ep, query, k_real, slots, imbalance,
                overlap, overlap_efficiency, draft_tokens):
-    """Evaluate a whole step: returns (per-row costs, the step's latency in seconds).
+    """Evaluate a whole step into ``out`` (per-row costs); return the step's latency in seconds.
 
     ``table`` packs the integer columns of a plan (kind, source, group, communication, draft);
     the row multipliers sit in the last column of ``args`` (few arrays: cheap dispatch).
@@ -176,7 +182,7 @@ def step_total(table, args, counts, new, ctx, done, kv, dp, tp, ep, query, k_rea
         src[SRC_EXPERT_TOKENS] = total * k_real / slots * imb
         src[SRC_EXPERT_ROWS] = total * k_real / ep * imb
     masked = new.shape[0] == 0
-    out = eval_plan(kinds, sources, args, src, n_r, c_r, kv_r, masked)
+    fill_plan(out, kinds, sources, args, src, n_r, c_r, kv_r, masked)
     if draft_tokens > 0 and kv.shape[0] > 0:
         one = np.zeros(0, np.int64)
         dsrc, _, _, _ = batch_sources(one, one, np.zeros(0, np.bool_), kv, dp, tp, ep, 1, k_real, slots,
@@ -189,4 +195,4 @@ def step_total(table, args, counts, new, ctx, done, kv, dp, tp, ep, query, k_rea
                 for j in range(6):
                     out[i, j] = dout[i, j]
     _, latency = layer_times(out, groups, comm, mult, counts, num_groups, overlap, overlap_efficiency)
-    return out, latency
+    return latency

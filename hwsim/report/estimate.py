@@ -123,3 +123,14 @@ def roofline_plot(step: StepBreakdown, device: Device, dtypes: tuple[str, ...], 
     fig.savefig(tmp, dpi=120)
     plt.close(fig)
     tmp.replace(path)
+
+
+def link_lines(traffic: dict[tuple[str, str], float], step_s: float, top: int = 6) -> list[str]:
+    """The busiest links of a step: bytes carried and the bandwidth that implies."""
+    rows = sorted(traffic.items(), key=lambda kv: -kv[1])[:top]
+    lines = [f"  {'link':<34} {'bytes/step':>12} {'avg rate':>12}"]
+    for (u, v), nbytes in rows:
+        rate = nbytes / step_s if step_s > 0 else 0.0
+        lines.append(f"  {u + ' -> ' + v:<34} {format_quantity(nbytes, BYTES):>12} "
+                     f"{format_quantity(rate, Dim.BANDWIDTH):>12}")
+    return lines

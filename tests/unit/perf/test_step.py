@@ -23,8 +23,7 @@ REPO_EXAMPLE = "examples/dgx-h100-deepseek-v3/cluster.yaml"
 def dsv3():
     from pathlib import Path
 
-    sc = load_scenario(Path(__file__).resolve().parents[3] / REPO_EXAMPLE)
-    return sc
+    return load_scenario(Path(__file__).resolve().parents[3] / REPO_EXAMPLE)
 
 
 def step_for(cluster, model, *, par, dtypes=None, overlap="none", spec=None, first=0):
@@ -154,3 +153,13 @@ def test_empty_batch():
     assert s.time_s(Batch()) == 0.0
     with pytest.raises(ValueError, match="empty"):
         s(Batch())
+
+
+def test_link_traffic_of_an_ep_step(dsv3):
+    from hwsim.perf.step import link_traffic
+
+    s = StepCost(dsv3.cluster, dsv3.model, dsv3.deployment, dsv3.deployment.pools[0])
+    traffic = link_traffic(s, Batch.decode(32 * 16, 1000))
+    assert traffic and all(v > 0 for v in traffic.values())
+    kinds = {dsv3.cluster.graph().edges[e]["kind"] for e in traffic}
+    assert "infiniband" in kinds  # EP32 over 4 nodes crosses the NICs
