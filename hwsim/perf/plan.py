@@ -14,6 +14,7 @@ FP4 MoE do); other weight formats compute in the activation dtype (weight-only).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,8 +76,9 @@ class Plan:
     @property
     def table(self) -> np.ndarray:
         """Integer columns packed for the kernel: kind, source, group, communication, draft."""
-        return np.ascontiguousarray(np.stack([self.kinds, self.sources, self.groups, self.comm,
+        table: np.ndarray = np.ascontiguousarray(np.stack([self.kinds, self.sources, self.groups, self.comm,
                                               self.draft_rows.astype(np.int64)], axis=1))
+        return table
 
     @property
     def num_groups(self) -> int:
@@ -84,7 +86,8 @@ class Plan:
 
     @property
     def draft_rows(self) -> np.ndarray:
-        return self.groups == GROUPS.index("draft")
+        rows: np.ndarray = self.groups == GROUPS.index("draft")
+        return rows
 
     def counts_for(self, draft_tokens: int) -> np.ndarray:
         counts = self.base_counts.copy()
@@ -142,7 +145,8 @@ class PlanBuilder:
                                                    ops.efficiency(self.dev, "memory"), peak, self.launch,
                                                    sh.latency_s, 0.0])
 
-    def comm(self, group: str, name: str, source: int, bytes_per_token: float, cost_of_bytes, mode: int = 0) -> None:
+    def comm(self, group: str, name: str, source: int, bytes_per_token: float,
+             cost_of_bytes: Callable[[float], float], mode: int = 0) -> None:
         """A communication row: alpha-beta fitted on ``cost_of_bytes(nbytes) -> seconds``."""
         x0, x1 = (t * bytes_per_token for t in _REF_TOKENS)
         t0, t1 = cost_of_bytes(x0), cost_of_bytes(x1)

@@ -10,10 +10,14 @@ checks rows against the object-level operators.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
 from hwsim.perf import kernels
+
+Cost = tuple[float, float, float, float, float, float]
 
 GEMM, GROUPED, ATTN_PREFILL, ATTN_DECODE, MEMORY, COMM = 0, 1, 2, 3, 4, 5
 """Operator kinds (column ``kind`` of a plan)."""
@@ -41,7 +45,8 @@ COMM: alpha_s, beta_s_per_byte, bytes_per_token, mode (0 always, 1 prefill steps
 
 
 @njit(cache=True)
-def _row(kind, source, a, src, prefill_new, prefill_ctx, decode_kv, masked):
+def _row(kind: int, source: int, a: np.ndarray, src: np.ndarray, prefill_new: np.ndarray,
+         prefill_ctx: np.ndarray, decode_kv: np.ndarray, masked: bool) -> Cost:
     if kind == GEMM:
         m = int(np.ceil(src[source]))
         tile_m = 64 if m <= 64 else 128
@@ -81,7 +86,9 @@ def _row(kind, source, a, src, prefill_new, prefill_ctx, decode_kv, masked):
 
 
 @njit(cache=True)
-def eval_plan(kinds, sources, args, src, prefill_new, prefill_ctx, decode_kv, masked):
+def eval_plan(kinds: np.ndarray, sources: np.ndarray, args: np.ndarray, src: np.ndarray,
+              prefill_new: np.ndarray, prefill_ctx: np.ndarray, decode_kv: np.ndarray,
+              masked: bool) -> np.ndarray:
     """Cost of every row of a plan: an ``(rows, 6)`` array of (time_s, flop, bytes, compute_s,
     memory_s, overhead_s), per single occurrence of the operator."""
     out = np.zeros((kinds.shape[0], 6))
@@ -90,7 +97,8 @@ def eval_plan(kinds, sources, args, src, prefill_new, prefill_ctx, decode_kv, ma
 
 
 @njit(cache=True)
-def fill_plan(out, kinds, sources, args, src, prefill_new, prefill_ctx, decode_kv, masked):
+def fill_plan(out: np.ndarray, kinds: np.ndarray, sources: np.ndarray, args: np.ndarray, src: np.ndarray,
+              prefill_new: np.ndarray, prefill_ctx: np.ndarray, decode_kv: np.ndarray, masked: bool) -> None:
     """:func:`eval_plan` into a given array (no allocation)."""
     n = kinds.shape[0]
     for i in range(n):
@@ -100,7 +108,8 @@ def fill_plan(out, kinds, sources, args, src, prefill_new, prefill_ctx, decode_k
 
 
 @njit(cache=True)
-def layer_times(out, groups, comm, mult, counts, num_groups, overlap, overlap_efficiency):
+def layer_times(out: np.ndarray, groups: np.ndarray, comm: np.ndarray, mult: np.ndarray, counts: np.ndarray,
+                num_groups: int, overlap: int, overlap_efficiency: float) -> tuple[np.ndarray, float]:
     """Time of each group of rows (head, dense layers, MoE layers, draft) after overlap.
 
     ``overlap``: 0 none (compute + communication), 1 two-micro-batch (the rows were costed on
@@ -129,16 +138,18 @@ def layer_times(out, groups, comm, mult, counts, num_groups, overlap, overlap_ef
 
 
 @njit(cache=True)
-def expected_max_load(mean, bins):
+def expected_max_load(mean: float, bins: int) -> float:
     """Expected max/mean of multinomial loads over ``bins`` equal bins with ``mean`` per bin
     (Gaussian approximation of the largest of ``bins`` counts: ``mean + sqrt(2 ln bins mean)``)."""
     if bins <= 1 or mean <= 0.0:
         return 1.0
-    return 1.0 + np.sqrt(2.0 * np.log(bins) / mean)
+    return 1.0 + math.sqrt(2.0 * math.log(bins) / mean)
 
 
 @njit(cache=True)
-def batch_sources(new, ctx, done, kv, dp, tp, ep, query, k_real, slots, imbalance):
+def batch_sources(new: np.ndarray, ctx: np.ndarray, done: np.ndarray, kv: np.ndarray, dp: int, tp: int,
+                  ep: int, query: int, k_real: float, slots: int,
+                  imbalance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Token sources of a batch, and the busiest attention-DP rank's sequences.
 
     Sequences go to DP ranks round-robin; the rank with the most new tokens is the busiest.
@@ -163,8 +174,10 @@ def batch_sources(new, ctx, done, kv, dp, tp, ep, query, k_real, slots, imbalanc
 
 
 @njit(cache=True)
-def step_total(out, table, args, counts, new, ctx, done, kv, dp, tp, ep, query, k_real, slots, imbalance,
-               overlap, overlap_efficiency, draft_tokens):
+def step_total(out: np.ndarray, table: np.ndarray, args: np.ndarray, counts: np.ndarray, new: np.ndarray,
+               ctx: np.ndarray, done: np.ndarray, kv: np.ndarray, dp: int, tp: int, ep: int, query: int,
+               k_real: float, slots: int, imbalance: float, overlap: int, overlap_efficiency: float,
+               draft_tokens: int) -> float:
     """Evaluate a whole step into ``out`` (per-row costs); return the step's latency in seconds.
 
     ``table`` packs the integer columns of a plan (kind, source, group, communication, draft);
