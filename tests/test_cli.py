@@ -82,3 +82,13 @@ def test_estimate_with_trace_reports_load():
               "--trace", str(REPO / "workloads" / "traces" / "azure-conv-10min.jsonl"))
     assert res.exit_code == 0, res.output
     assert "of capacity" in res.output
+
+
+def test_estimate_infeasible_memory_is_exit_2(tmp_path):
+    src = (REPO / "examples" / "h100-qwen3-30b-a3b" / "cluster.yaml").read_text()
+    bad = tmp_path / "cluster.yaml"
+    bad.write_text(src.replace("max_seqs: 128", "max_seqs: 100000"))
+    res = run("estimate", str(bad))
+    assert res.exit_code == 2
+    assert "does not fit on H100-SXM" in res.output and "short by" in res.output
+    assert "Traceback" not in res.output
