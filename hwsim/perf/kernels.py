@@ -218,6 +218,20 @@ def _kv_span(context: int, new: int, window_tokens: int, chunked: bool) -> int:
 
 
 @njit(cache=True)
+def _attention_cost(pairs: float, moved: float, heads: int, d_qk: int, d_v: int, peak_flop_per_s: float,
+                    mem_bytes_per_s: float, eff_compute: float, eff_memory: float, launch_s: float,
+                    latency_s: float, sharpness: float) -> Cost:
+    """Attention cost from its causal (query, key) pairs and bytes: QK^T and PV FLOPs."""
+    if pairs <= 0.0:
+        return _ZERO
+    flop = 2.0 * heads * pairs * (d_qk + d_v)
+    compute_s = flop / (peak_flop_per_s * eff_compute)
+    memory_s = moved / (mem_bytes_per_s * eff_memory)
+    time_s = combine_legs(compute_s, memory_s, sharpness, latency_s, launch_s)
+    return (time_s, flop, moved, compute_s, memory_s, latency_s + launch_s)
+
+
+@njit(cache=True)
 def attention_prefill_cost(new_tokens: np.ndarray, context_tokens: np.ndarray, heads: int,
                            d_qk: int, d_v: int, kv_bytes_per_token: float,
                            qo_bytes_per_token: float, window_tokens: int, chunked: bool,
@@ -246,13 +260,8 @@ def attention_prefill_cost(new_tokens: np.ndarray, context_tokens: np.ndarray, h
                   - _attended_prefix(c, window_tokens, chunked))
         moved += float(_kv_span(c, q, window_tokens, chunked)) * kv_bytes_per_token
         moved += float(q) * qo_bytes_per_token
-    if pairs <= 0.0:
-        return _ZERO
-    flop = 2.0 * heads * pairs * (d_qk + d_v)
-    compute_s = flop / (peak_flop_per_s * eff_compute)
-    memory_s = moved / (mem_bytes_per_s * eff_memory)
-    time_s = combine_legs(compute_s, memory_s, sharpness, latency_s, launch_s)
-    return (time_s, flop, moved, compute_s, memory_s, latency_s + launch_s)
+    return _attention_cost(pairs, moved, heads, d_qk, d_v, peak_flop_per_s, mem_bytes_per_s, eff_compute,
+                           eff_memory, launch_s, latency_s, sharpness)
 
 
 @njit(cache=True)
@@ -295,13 +304,8 @@ def attention_decode_cost(kv_lens: np.ndarray, query_tokens: int, heads: int, d_
                   - _attended_prefix(c, window_tokens, chunked))
         moved += float(_kv_span(c, q, window_tokens, chunked)) * kv_bytes_per_token
         moved += float(q) * qo_bytes_per_token
-    if pairs <= 0.0:
-        return _ZERO
-    flop = 2.0 * heads * pairs * (d_qk + d_v)
-    compute_s = flop / (peak_flop_per_s * eff_compute)
-    memory_s = moved / (mem_bytes_per_s * eff_memory)
-    time_s = combine_legs(compute_s, memory_s, sharpness, latency_s, launch_s)
-    return (time_s, flop, moved, compute_s, memory_s, latency_s + launch_s)
+    return _attention_cost(pairs, moved, heads, d_qk, d_v, peak_flop_per_s, mem_bytes_per_s, eff_compute,
+                           eff_memory, launch_s, latency_s, sharpness)
 
 
 @njit(cache=True)
