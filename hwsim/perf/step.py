@@ -128,16 +128,19 @@ class StepCost:
                          -1.0 if imbalance is None else float(imbalance), self._overlap)
         self._args = self.plan.args
         self._out = np.zeros((len(self.plan.names), 6))
+        self._weights: dict[tuple[bool, bool], tuple[np.ndarray, np.ndarray]] = {}
 
     # -- evaluation -----------------------------------------------------------------------
     def _evaluate(self, batch: Batch) -> tuple[np.ndarray, float]:
         out = np.empty_like(self._out)
         return out, self._fill(out, batch)
 
-    def _fill(self, out: np.ndarray, batch: Batch) -> float:
+    def _fill(self, out: np.ndarray, batch: Batch, imbalance_now: float | None = None) -> float:
         decoding = batch.decode_kv_tokens.shape[0] > 0
         draft = self._spec.tokens if decoding else 0
         dp, tp, ep, k_real, slots, imbalance, overlap = self._scalars
+        if imbalance_now is not None:
+            imbalance = float(imbalance_now)
         return float(sk.step_total(
             out, self._table, self._args, self._count_cache[1 if draft else 0], batch.prefill_new_tokens,
             batch.prefill_cached_tokens, batch.prefill_completes, batch.decode_kv_tokens, dp, tp, ep, 1 + draft,
@@ -149,11 +152,15 @@ class StepCost:
     def _split(self, batch: Batch) -> bool:
         return self._overlap == 1 and batch.num_prefill + batch.num_decode >= 2
 
-    def time_s(self, batch: Batch) -> float:
-        """Latency of one step (fast path: no breakdown objects)."""
+    def time_s(self, batch: Batch, imbalance: float | None = None) -> float:
+        """Latency of one step (fast path: no breakdown objects).
+
+        ``imbalance`` (busiest EP rank load / mean) overrides the construction-time value for
+        this step: the simulator passes the imbalance of the step's sampled routing.
+        """
         if batch.decode_kv_tokens.shape[0] == 0 and batch.is_empty:
             return 0.0
-        total = self._fill(self._out, batch)
+        total = self._fill(self._out, batch, imbalance)
         if self.cap_w is None:
             return total
         return total * self._stretch(self._out, batch, total)[0]
@@ -168,6 +175,27 @@ class StepCost:
         hbm = float((out[work, 2] * reps[work]).sum()) / pp
         sent = float((out[~work, 2] * reps[~work]).sum()) / pp
         return reps, flop, hbm, sent
+
+    def last_activity(self, batch: Batch, time_s: float) -> tuple[float, float]:
+        """(device power in W, communication seconds before overlap) of the step last costed
+        by :meth:`time_s` for ``batch`` (which must be the same batch)."""
+        key = (self._split(batch), bool(self._spec.tokens and batch.num_decode))
+        weights = self._weights.get(key)
+        if weights is None:
+            p = self.plan
+            reps = self._counts(batch)[p.groups] * p.mult * (2.0 if key[0] else 1.0)
+            comm = (p.comm == 1).astype(float)
+            pp = self.pool.parallelism.pp
+            weights = self._weights[key] = (reps * comm, reps * (1.0 - comm) / pp)
+        comm_w, work_w = weights
+        out = self._out
+        comm_s = float(out[:, 0] @ comm_w)
+        if time_s <= 0:
+            return 0.0, comm_s
+        flop, hbm = float(out[:, 1] @ work_w), float(out[:, 2] @ work_w)
+        u_c, u_m = utilisation(self.device, time_s=time_s, flop=flop, bytes_moved=hbm,
+                               dtype=self.deployment.dtypes.activations)
+        return device_power_w(self.device, compute_util=u_c, memory_util=u_m, cap_w=self.cap_w), comm_s
 
     def _stretch(self, out: np.ndarray, batch: Batch, total: float) -> tuple[float, float]:
         """(time stretch under the power cap, device power) for a step of ``total`` seconds."""

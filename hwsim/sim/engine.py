@@ -1,0 +1,205 @@
+"""A replica's engine: continuous batching with chunked prefill, paged KV, preemption.
+
+Each step the scheduler (vLLM-style, decode first):
+
+1. gives every running sequence that finished its prompt one decode position (1 + draft
+   tokens with speculative decoding), growing its KV by a block when it crosses a block
+   boundary; when no block is free it preempts the most recently admitted sequence
+   (recompute: its blocks are freed and it re-queues at the front, its prompt now including
+   what it generated);
+2. continues partial prompts in chunks of ``chunked_prefill`` tokens;
+3. admits waiting requests (FCFS, or by priority then arrival) while ``max_seqs`` and the
+   step's ``max_batched_tokens`` allow and the KV cache holds the chunk.
+
+Without chunked prefill a prompt is computed whole (alone if it exceeds the token budget).
+A decode-pool replica admits sequences whose prompt was computed elsewhere: it only needs
+blocks for their KV. Durations come from :class:`~hwsim.perf.step.StepCost` (no FLOP here).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from hwsim.perf.batch import Batch
+from hwsim.sim.kv_cache import BlockManager
+from hwsim.spec.deployment import SchedulerLimits
+from hwsim.workload.request import Request
+
+
+@dataclass(slots=True, eq=False)
+class Seq:
+    """A request's progress on a replica."""
+
+    req: Request
+    prompt: int                  # tokens to prefill (input + generated after a preemption)
+    prefilled: int = 0
+    generated: int = 0
+    cached: int = 0              # prompt tokens served from the prefix cache
+    preemptions: int = 0
+    first_scheduled_s: float = float("nan")
+    first_token_s: float = float("nan")
+    chunk: int = 0               # tokens of the prompt computed in the current step
+    order: int = 0               # admission order (preemption picks the newest)
+    cap: int = 0                 # tokens its KV blocks hold
+    active: bool = False         # in the running set
+
+    @property
+    def decoding(self) -> bool:
+        return self.prefilled >= self.prompt
+
+    @property
+    def kv_tokens(self) -> int:
+        return self.prefilled + (self.generated if self.decoding else 0)
+
+    @property
+    def done(self) -> bool:
+        return self.generated >= self.req.output_tokens
+
+
+@dataclass(slots=True, eq=False)
+class StepPlan:
+    """What one step computes: prompt chunks and decode sequences."""
+
+    prefill: list[Seq] = field(default_factory=list)
+    decode: list[Seq] = field(default_factory=list)
+
+    def batch(self, query_extra: int = 0) -> Batch:
+        return Batch(prefill_new_tokens=np.fromiter((s.chunk for s in self.prefill), np.int64, len(self.prefill)),
+                     prefill_cached_tokens=np.fromiter((s.prefilled for s in self.prefill), np.int64,
+                                                       len(self.prefill)),
+                     prefill_completes=np.fromiter((s.prefilled + s.chunk >= s.prompt for s in self.prefill), bool,
+                                                   len(self.prefill)),
+                     decode_kv_tokens=np.fromiter((s.kv_tokens for s in self.decode), np.int64, len(self.decode)))
+
+    @property
+    def empty(self) -> bool:
+        return not self.prefill and not self.decode
+
+    @property
+    def prefill_tokens(self) -> int:
+        return sum(s.chunk for s in self.prefill)
+
+
+class Scheduler:
+    """One replica's queues and KV cache, and the batching policy above."""
+
+    def __init__(self, limits: SchedulerLimits, kv: BlockManager, *, draft_tokens: int = 0,
+                 prefills: bool = True, decodes: bool = True) -> None:
+        self.limits = limits
+        self.kv = kv
+        self.draft = draft_tokens
+        self.prefills = prefills     # False for a decode-pool replica
+        self.decodes = decodes       # False for a prefill-pool replica (its prompts move on)
+        self.waiting: deque[Seq] = deque()
+        self.running: list[Seq] = []
+        self._order = 0
+
+    def add(self, seq: Seq) -> None:
+        if self.limits.policy == "priority":
+            self._insert_by_priority(seq)
+        else:
+            self.waiting.append(seq)
+
+    def _insert_by_priority(self, seq: Seq) -> None:
+        key = (-seq.req.priority, seq.req.arrival_s)
+        for i, other in enumerate(self.waiting):
+            if (-other.req.priority, other.req.arrival_s) > key:
+                self.waiting.insert(i, seq)
+                return
+        self.waiting.append(seq)
+
+    def outstanding_tokens(self) -> int:
+        """Tokens still to compute (prefill) or generate: the router's load measure."""
+        return sum(s.prompt - s.prefilled + s.req.output_tokens - s.generated
+                   for s in (*self.running, *self.waiting))
+
+    # -- forming a step ---------------------------------------------------------------------
+    def plan(self, on_preempt: Callable[[Seq], None]) -> StepPlan:
+        step = StepPlan()
+        budget = self.limits.max_batched_tokens
+        extra = 1 + self.draft
+        for s in list(self.running) if self.decodes else ():
+            if s.active and s.prefilled >= s.prompt:
+                need = s.prefilled + s.generated + extra
+                if need <= s.cap or self._grow_or_preempt(s, need, on_preempt):
+                    step.decode.append(s)
+        budget -= len(step.decode) * (1 + self.draft)
+        for s in self.running:
+            if not s.decoding and budget > 0:
+                budget -= self._chunk(s, budget, step)
+        while self.waiting and len(self.running) < self.limits.max_seqs and budget > 0:
+            s = self.waiting[0]
+            if not self.prefills:
+                if not self._reserve(s, s.kv_tokens + 1):
+                    break
+                self._admit(s)
+                continue
+            taken = self._chunk(s, budget, step, admitting=True)
+            if taken == 0:
+                break
+            budget -= taken
+        return step
+
+    def _admit(self, s: Seq) -> None:
+        self.waiting.popleft()
+        self._order += 1
+        s.order = self._order
+        s.active = True
+        self.running.append(s)
+
+    def _chunk(self, s: Seq, budget: int, step: StepPlan, *, admitting: bool = False) -> int:
+        remaining = s.prompt - s.prefilled
+        size = self.limits.chunked_prefill_tokens
+        if size is None:  # whole prompts only; an oversized prompt runs alone
+            if remaining > budget and not (budget == self.limits.max_batched_tokens and not step.prefill):
+                return 0
+            chunk = remaining
+        else:
+            chunk = min(remaining, size, budget)
+        if chunk <= 0 or not self._reserve(s, s.prefilled + chunk):
+            return 0
+        if admitting:
+            self._admit(s)
+        s.chunk = chunk
+        step.prefill.append(s)
+        return chunk
+
+    def _reserve(self, s: Seq, tokens: int) -> bool:
+        if not self.kv.reserve(id(s), tokens):
+            return False
+        s.cap = self.kv.held(id(s)) * self.kv.block_tokens
+        return True
+
+    def _grow_or_preempt(self, s: Seq, tokens: int, on_preempt: Callable[[Seq], None]) -> bool:
+        while not self._reserve(s, tokens):
+            victim = max(self.running, key=lambda x: x.order)
+            self._preempt(victim)
+            on_preempt(victim)
+            if victim is s:
+                return False
+        return True
+
+    def _preempt(self, s: Seq) -> None:
+        """Recompute preemption: free the KV, re-queue first, prompt includes generated tokens."""
+        self._drop(s)
+        s.prompt = s.req.input_tokens + s.generated
+        s.prefilled = 0
+        s.preemptions += 1
+        self.waiting.appendleft(s)
+
+    def _drop(self, s: Seq) -> None:
+        self.running.remove(s)
+        self.kv.release(id(s))
+        s.active = False
+        s.cap = 0
+
+    def finish(self, s: Seq) -> None:
+        self._drop(s)
+
+    def detach(self, s: Seq) -> None:
+        """Remove a sequence whose KV moves to another replica (disaggregation)."""
+        self._drop(s)

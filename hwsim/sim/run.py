@@ -1,0 +1,248 @@
+"""``simulate``: replay a request trace on a deployment with SimPy.
+
+Processes: one arrival process streaming the trace (never held in memory), one engine per
+replica (see :mod:`hwsim.sim.engine`), and one KV-transfer process per request moving from a
+prefill to a decode pool (transfers leaving one prefill replica share its link: they queue).
+Every random draw (routing, speculative acceptance) comes from generators spawned from one
+seed, so the same inputs and seed give the same result.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import numpy as np
+import simpy
+
+from hwsim.perf.collectives import Collectives
+from hwsim.perf.memory import footprint
+from hwsim.perf.power import idle_power_w
+from hwsim.perf.step import StepCost
+from hwsim.sim.engine import Seq, StepPlan
+from hwsim.sim.metrics import REQUEST_COLUMNS, STEP_COLUMNS, Columns, PoolInfo, Rejection, SimResult
+from hwsim.sim.replica import Replica
+from hwsim.sim.router import ROUTERS
+from hwsim.workload.request import Request
+
+if TYPE_CHECKING:
+    from hwsim.io.scenario import Scenario
+
+Progress = Callable[[float, int], None]
+
+
+class Simulation:
+    """Wires the processes of one run; :func:`simulate` is the entry point."""
+
+    def __init__(self, scenario: Scenario, *, seed: int, router: str, imbalance_sampler_factory=None) -> None:
+        self.sc = scenario
+        self.env = simpy.Environment()
+        self.seed = seed
+        seeds = np.random.SeedSequence(seed)
+        self.coll = Collectives(scenario.cluster)
+        self.requests = Columns(REQUEST_COLUMNS)
+        self.steps = Columns(STEP_COLUMNS)
+        self.rejections: list[Rejection] = []
+        self.live: dict[int, Seq] = {}
+        self.events = 0
+        self.comm_s = 0.0
+        self.busy_s = 0.0
+        self.link_bytes: dict[tuple[str, str], float] = {}
+        self.rng = np.random.default_rng(seeds.spawn(1)[0])
+        self.pools: list[list[Replica]] = []
+        self.infos: list[PoolInfo] = []
+        self._build_pools(seeds, imbalance_sampler_factory)
+        self.router = ROUTERS.get(router, "--router")
+        self.entry = next(i for i, p in enumerate(scenario.deployment.pools) if p.role != "decode")
+        self.decode_pool = next((i for i, p in enumerate(scenario.deployment.pools) if p.role == "decode"), None)
+        self.links = {id(r): simpy.Resource(self.env, capacity=1) for r in self.pools[self.entry]}
+        self._rr = 0
+
+    # -- construction --------------------------------------------------------------------------
+    def _build_pools(self, seeds: np.random.SeedSequence, imbalance_factory) -> None:
+        sc = self.sc
+        for pi, pool in enumerate(sc.deployment.pools):
+            cost = StepCost(sc.cluster, sc.model, sc.deployment, pool, collectives=self.coll)
+            fp = footprint(sc.model, sc.deployment, pool, cost.device)
+            blocks = fp.kv_blocks * fp.sequence_groups
+            sampler = imbalance_factory(pool) if imbalance_factory is not None else None
+            replicas = []
+            for k, child in enumerate(seeds.spawn(pool.replicas)):
+                first = pool.first_device + k * pool.parallelism.devices
+                replicas.append(Replica(self.env, k, pi, pool, cost, blocks, np.random.default_rng(child), sampler,
+                                        first))
+                self.env.process(self._engine(replicas[-1]))
+            self.pools.append(replicas)
+            self.infos.append(PoolInfo(
+                name=pool.name, role=pool.role, replicas=pool.replicas, devices_per_replica=pool.parallelism.devices,
+                device=cost.device.name, kv_blocks_per_replica=blocks, kv_block_tokens=fp.kv_block_tokens,
+                hbm_bytes_per_device=fp.capacity_bytes, weights_bytes_per_device=fp.weights_bytes,
+                usd_per_s=_pool_usd_per_s(sc, pool), idle_power_w=idle_power_w(cost.device, context_resident=True)))
+
+    # -- arrivals ------------------------------------------------------------------------------
+    def arrivals(self, requests: Iterable[Request], max_requests: int | None, progress: Progress | None):
+        n = 0
+        for req in requests:
+            if max_requests is not None and n >= max_requests:
+                break
+            if req.arrival_s > self.env.now:
+                yield self.env.timeout(req.arrival_s - self.env.now)
+            n += 1
+            self.events += 1
+            self._admit(req)
+            if progress is not None and n % 256 == 0:
+                progress(self.env.now, n)
+        if progress is not None:
+            progress(self.env.now, n)
+
+    def _admit(self, req: Request) -> None:
+        reason = self._reject_reason(req)
+        if reason is not None:
+            self.rejections.append(Rejection(request_id=req.request_id, reason=reason))
+            self._record(Seq(req=req, prompt=req.input_tokens), replica=-1, status=2)
+            return
+        seq = Seq(req=req, prompt=req.input_tokens)
+        self.live[id(seq)] = seq
+        replicas = self.pools[self.entry]
+        self.router(replicas, seq, self).add(seq)
+
+    def _reject_reason(self, req: Request) -> str | None:
+        total = req.input_tokens + req.output_tokens
+        limit = self.sc.model.max_context_tokens
+        if total > limit:
+            return f"needs {total} tokens; the model's context window is {limit}"
+        for replicas in self.pools:
+            cap = replicas[0].kv_tokens
+            if total > cap:
+                return f"needs {total} tokens of KV; a {replicas[0].pool.name} replica holds {cap}"
+        return None
+
+    # -- engines -------------------------------------------------------------------------------
+    def _engine(self, rep: Replica):
+        env = self.env
+        while True:
+            plan = rep.scheduler.plan(lambda s: None)
+            if plan.empty:
+                rep.wake = env.event()
+                yield rep.wake
+                rep.wake = None
+                continue
+            batch = plan.batch()
+            imbalance = rep.step_imbalance(batch.new_tokens)
+            duration = rep.cost.time_s(batch, imbalance)
+            power, comm_s = rep.cost.last_activity(batch, duration)
+            start = env.now
+            prefill_tokens = plan.prefill_tokens
+            for s in plan.prefill:
+                if math.isnan(s.first_scheduled_s):
+                    s.first_scheduled_s = start
+            yield env.timeout(duration)
+            self.events += 1
+            self.comm_s += comm_s
+            self.busy_s += duration
+            self._complete(rep, plan)
+            sched = rep.scheduler
+            self.steps.append(replica=rep.index, pool=rep.pool_index, start_s=start, duration_s=duration,
+                              prefill_tokens=prefill_tokens, decode_seqs=len(plan.decode),
+                              running_seqs=len(sched.running), waiting_seqs=len(sched.waiting),
+                              kv_blocks_used=rep.kv.used, imbalance=imbalance or 1.0, power_w=power)
+
+    def _complete(self, rep: Replica, plan: StepPlan) -> None:
+        now = self.env.now
+        for s in plan.prefill:
+            s.prefilled += s.chunk
+            s.chunk = 0
+            if s.decoding:
+                if s.req.prefix_blocks:
+                    rep.prefix.insert(s.req.prefix_blocks)
+                self._emit(s, now, 1)
+                if rep.pool.role == "prefill" and not s.done:
+                    self.env.process(self._transfer(rep, s))
+                elif s.done:
+                    self._finish(rep, s)
+        spec = rep.cost.deployment.speculative
+        for s in plan.decode:
+            tokens = 1 + self._accepted(spec.tokens, spec.acceptance)
+            self._emit(s, now, tokens)
+            if s.done:
+                self._finish(rep, s)
+
+    def _accepted(self, drafted: int, acceptance: float) -> int:
+        n = 0
+        while n < drafted and self.rng.random() < acceptance:
+            n += 1
+        return n
+
+    def _emit(self, s: Seq, now: float, tokens: int) -> None:
+        if math.isnan(s.first_token_s):
+            s.first_token_s = now
+        s.generated = min(s.req.output_tokens, s.generated + tokens)
+
+    def _finish(self, rep: Replica, s: Seq) -> None:
+        rep.scheduler.finish(s)
+        self.live.pop(id(s), None)
+        self._record(s, replica=rep.index, status=0, finish_s=self.env.now)
+
+    # -- disaggregation ------------------------------------------------------------------------
+    def _transfer(self, src: Replica, s: Seq):
+        assert self.decode_pool is not None
+        dst = min(self.pools[self.decode_pool], key=lambda r: (r.scheduler.outstanding_tokens(), r.index))
+        nbytes = self.sc.model.kv_bytes(s.prefilled, self.sc.deployment.dtypes.kv)
+        with self.links[id(src)].request() as slot:
+            yield slot
+            cost = self.coll.p2p(src.first_device, dst.first_device, nbytes)
+            yield self.env.timeout(cost.time_s)
+        self.events += 1
+        for edge, b in cost.link_bytes.items():
+            self.link_bytes[edge] = self.link_bytes.get(edge, 0.0) + b
+        src.scheduler.detach(s)
+        dst.add(s)
+
+    # -- records -------------------------------------------------------------------------------
+    def _record(self, s: Seq, *, replica: int, status: int, finish_s: float = float("nan")) -> None:
+        r = s.req
+        self.requests.append(request_id=r.request_id, replica=replica, arrival_s=r.arrival_s,
+                             first_scheduled_s=s.first_scheduled_s, first_token_s=s.first_token_s, finish_s=finish_s,
+                             input_tokens=r.input_tokens, output_tokens=r.output_tokens,
+                             generated_tokens=s.generated, cached_tokens=s.cached, preemptions=s.preemptions,
+                             status=status)
+
+    def result(self, wall_s: float) -> SimResult:
+        for s in list(self.live.values()):
+            self._record(s, replica=-1, status=1)
+        self.live.clear()
+        busy = self.busy_s
+        return SimResult(requests=self.requests.frozen(), steps=self.steps.frozen(), pools=tuple(self.infos),
+                         sim_time_s=self.env.now, wall_time_s=wall_s, events=self.events, seed=self.seed,
+                         rejections=tuple(self.rejections), link_bytes=dict(sorted(self.link_bytes.items())),
+                         comm_fraction=self.comm_s / busy if busy > 0 else 0.0)
+
+
+def _pool_usd_per_s(sc: Scenario, pool) -> float | None:
+    nodes = [node for node in sc.cluster.nodes for _ in range(node.device_count)]
+    prices = [nodes[d].device.price for d in pool.device_range]
+    if any(p is None for p in prices):
+        return None
+    return float(sum(p.effective_usd_per_s for p in prices if p is not None))
+
+
+def simulate(scenario: Scenario, requests: Iterable[Request], *, seed: int = 0, duration_s: float | None = None,
+             max_requests: int | None = None, router: str = "round-robin", progress: Progress | None = None,
+             imbalance_sampler_factory=None) -> SimResult:
+    """Replay ``requests`` (an iterable, streamed) on ``scenario``; return the frozen result.
+
+    ``duration_s`` stops the clock (requests still queued or running are reported
+    unfinished); otherwise the run ends when every admitted request has finished.
+    """
+    sim = Simulation(scenario, seed=seed, router=router, imbalance_sampler_factory=imbalance_sampler_factory)
+    t0 = time.perf_counter()
+    arrivals = sim.env.process(sim.arrivals(requests, max_requests, progress))
+    if duration_s is not None:
+        sim.env.run(until=duration_s)
+    else:
+        sim.env.run(until=arrivals)
+        while sim.live and sim.env.peek() != math.inf:
+            sim.env.step()
+    return sim.result(time.perf_counter() - t0)

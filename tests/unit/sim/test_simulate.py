@@ -1,0 +1,157 @@
+"""The serving simulator: conservation, capacity, determinism, and agreement with the cost model."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hwsim.io.scenario import load_scenario
+from hwsim.perf.batch import Batch
+from hwsim.perf.step import StepCost
+from hwsim.sim.run import simulate
+from hwsim.workload.request import Request
+
+CLUSTER = """\
+version: 1
+kind: cluster
+name: sim-test
+nodes: {{system: DGX-H100, count: 1}}
+deployment:
+  model: qwen3-30b-a3b
+  pools:
+    - name: main
+      replicas: {replicas}
+      parallelism: {{tp: 1}}
+      scheduler: {{max_seqs: {max_seqs}, max_batched_tokens: 4096, chunked_prefill: {chunk}, policy: {policy}}}
+  memory_reserve: {reserve}
+"""
+
+
+def scenario(tmp_path, *, replicas=1, max_seqs=64, chunk=1024, policy="fcfs", reserve="10%"):
+    path = tmp_path / f"c{replicas}_{max_seqs}_{chunk}_{policy}_{reserve.strip('%')}.yaml"
+    path.write_text(CLUSTER.format(replicas=replicas, max_seqs=max_seqs, chunk=chunk, policy=policy,
+                                   reserve=reserve))
+    return load_scenario(path)
+
+
+def poisson(n, rate, seed=1, inp=(200, 2000), out=(20, 300)):
+    rng = np.random.default_rng(seed)
+    t = np.cumsum(rng.exponential(1 / rate, n))
+    return [Request(request_id=i, arrival_s=float(t[i]), input_tokens=int(rng.integers(*inp)),
+                    output_tokens=int(rng.integers(*out))) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    return scenario(tmp_path_factory.mktemp("sim"))
+
+
+def test_every_request_finishes_and_tokens_are_conserved(base):
+    reqs = poisson(300, 8.0)
+    res = simulate(base, reqs, seed=0)
+    r = res.requests
+    assert len(r["request_id"]) == 300
+    assert (r["status"] == 0).all()
+    np.testing.assert_array_equal(r["generated_tokens"], r["output_tokens"])
+    assert (r["first_token_s"] >= r["arrival_s"]).all()
+    assert (r["finish_s"] >= r["first_token_s"]).all()
+    # every prompt token was computed once (no preemption here)
+    assert res.steps["prefill_tokens"].sum() == sum(q.input_tokens for q in reqs)
+
+
+def test_kv_use_never_exceeds_capacity_and_preemption_recovers(tmp_path):
+    sc = scenario(tmp_path, max_seqs=512)  # ~100k tokens of KV: long requests force preemption
+    res = simulate(sc, poisson(200, 50.0, inp=(1000, 3000), out=(200, 600)), seed=0)
+    cap = res.pools[0].kv_blocks_per_replica
+    assert res.steps["kv_blocks_used"].max() <= cap
+    assert res.requests["preemptions"].sum() > 0
+    assert (res.requests["status"] == 0).all()
+    np.testing.assert_array_equal(res.requests["generated_tokens"], res.requests["output_tokens"])
+
+
+def test_same_seed_same_result(base):
+    reqs = poisson(100, 5.0)
+    a, b = simulate(base, reqs, seed=3), simulate(base, reqs, seed=3)
+    for k in a.requests:
+        np.testing.assert_array_equal(a.requests[k], b.requests[k])
+    for k in a.steps:
+        np.testing.assert_array_equal(a.steps[k], b.steps[k])
+
+
+def test_single_request_matches_the_cost_model(base):
+    req = Request(request_id=0, arrival_s=0.0, input_tokens=1000, output_tokens=4)
+    res = simulate(base, [req], seed=0)
+    pool = base.deployment.pools[0]
+    cost = StepCost(base.cluster, base.model, base.deployment, pool)
+    prefill = cost.time_s(Batch(prefill_new_tokens=[1000], prefill_cached_tokens=[0], prefill_completes=[True]))
+    decodes = sum(cost.time_s(Batch.decode(1, 1000 + i)) for i in range(1, 4))
+    r = res.requests
+    assert r["first_token_s"][0] == pytest.approx(prefill, rel=1e-9)
+    assert r["finish_s"][0] == pytest.approx(prefill + decodes, rel=1e-9)
+
+
+def test_more_replicas_never_lower_capacity(tmp_path):
+    reqs = poisson(300, 30.0)
+    one = simulate(scenario(tmp_path, replicas=1), reqs, seed=0)
+    two = simulate(scenario(tmp_path, replicas=2), reqs, seed=0)
+    assert np.nanmax(two.requests["finish_s"]) <= np.nanmax(one.requests["finish_s"]) + 1e-9
+    ttft = lambda res: np.mean(res.requests["first_token_s"] - res.requests["arrival_s"])  # noqa: E731
+    assert ttft(two) <= ttft(one)
+
+
+def test_duration_reports_unfinished(base):
+    res = simulate(base, poisson(200, 20.0), seed=0, duration_s=3.0)
+    status = res.requests["status"]
+    assert (status == 1).any() and (status == 0).any()
+    assert len(status) == len(res.requests["request_id"])
+    assert res.sim_time_s == pytest.approx(3.0)
+
+
+def test_too_long_requests_are_rejected_with_a_reason(base):
+    reqs = [Request(request_id=0, arrival_s=0.0, input_tokens=100, output_tokens=10),
+            Request(request_id=1, arrival_s=0.1, input_tokens=50_000, output_tokens=10)]
+    res = simulate(base, reqs, seed=0)
+    assert list(res.requests["status"]) == [0, 2] or sorted(res.requests["status"]) == [0, 2]
+    assert res.rejections[0].request_id == 1 and "context window" in res.rejections[0].reason
+
+
+def test_priority_policy_serves_high_priority_first(tmp_path):
+    sc = scenario(tmp_path, max_seqs=1, policy="priority")
+    reqs = [Request(request_id=i, arrival_s=0.0, input_tokens=500, output_tokens=20, priority=p)
+            for i, p in enumerate([0, 0, 5])]
+    res = simulate(sc, reqs, seed=0)
+    order = np.argsort(res.requests["finish_s"])
+    finished_ids = res.requests["request_id"][order]
+    assert finished_ids[0] == 0 or finished_ids[0] == 2
+    assert list(finished_ids).index(2) < list(finished_ids).index(1)
+
+
+def test_prefix_cache_skips_cached_blocks(base):
+    shared = tuple(range(4))
+    reqs = [Request(request_id=i, arrival_s=i * 2.0, input_tokens=2048 + 100, output_tokens=5,
+                    prefix_blocks=(*shared, 100 + i)) for i in range(3)]
+    res = simulate(base, reqs, seed=0)
+    cached = res.requests["cached_tokens"]
+    assert cached[0] == 0 and cached[1] == 4 * 512 and cached[2] == 4 * 512
+    assert res.steps["prefill_tokens"].sum() == sum(r.input_tokens for r in reqs) - 2 * 2048
+    assert math.isclose(res.requests["generated_tokens"].sum(), 15)
+
+
+def test_disaggregated_pools_transfer_kv(datadir):
+    sc = load_scenario(datadir / "good_deploy_disagg.yaml")
+    reqs = poisson(60, 10.0, inp=(500, 3000), out=(10, 100))
+    res = simulate(sc, reqs, seed=0)
+    r = res.requests
+    assert (r["status"] == 0).all()
+    np.testing.assert_array_equal(r["generated_tokens"], r["output_tokens"])
+    pools = res.steps["pool"]
+    assert set(np.unique(pools)) == {0, 1}
+    # decode steps run only on the decode pool, prompts only on the prefill pool
+    assert res.steps["prefill_tokens"][pools == 1].sum() == 0
+    assert res.steps["decode_seqs"][pools == 0].sum() == 0
+    assert res.link_bytes  # KV crossed the cluster's links
+    kv = sum(sc.model.kv_bytes(q.input_tokens, sc.deployment.dtypes.kv) for q in reqs)
+    nic = sum(b for (u, v), b in res.link_bytes.items() if ".nic" in u and "leaf" in v)
+    assert nic == pytest.approx(kv, rel=1e-6)  # each request's KV crosses one NIC uplink once
