@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from hwsim.errors import SpecError
@@ -13,19 +12,7 @@ from hwsim.io.fields import Fields
 from hwsim.io.load import Context, _ensure_builders
 from hwsim.io.source import read_document
 from hwsim.io.validate import check_schema
-from hwsim.spec.cluster import Cluster
-from hwsim.spec.deployment import Deployment
-from hwsim.spec.model import Model
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Scenario:
-    """Hardware x model x deployment, plus the SHA-256 of each input file (provenance)."""
-
-    cluster: Cluster
-    model: Model
-    deployment: Deployment
-    input_hashes: dict[str, str]
+from hwsim.spec.scenario import Scenario
 
 
 def file_sha256(path: str | Path) -> str:

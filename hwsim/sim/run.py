@@ -28,7 +28,7 @@ from hwsim.sim.router import ROUTERS
 from hwsim.workload.request import Request
 
 if TYPE_CHECKING:
-    from hwsim.io.scenario import Scenario
+    from hwsim.spec.scenario import Scenario
 
 Progress = Callable[[float, int], None]
 

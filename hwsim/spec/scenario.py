@@ -1,0 +1,19 @@
+"""Hardware x model x deployment: everything a run needs besides the trace."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hwsim.spec.cluster import Cluster
+from hwsim.spec.deployment import Deployment
+from hwsim.spec.model import Model
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scenario:
+    """A cluster, a model and how it is deployed, plus the SHA-256 of each input file."""
+
+    cluster: Cluster
+    model: Model
+    deployment: Deployment
+    input_hashes: dict[str, str] = field(default_factory=dict)
