@@ -1,0 +1,48 @@
+"""Simulator benchmark: replay the full one-hour Azure conversation trace on DeepSeek-V3.
+
+Run: python benchmarks/bench_simulator.py [--shared ../shared/data] [--max-requests N]
+Target (issue "Serving simulator"): at least 200x real time on one core for 19,366 requests on
+DeepSeek-V3, 32x H100, EP32; report events per second, wall time and peak memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+import tracemalloc
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--max-requests", type=int, default=None)
+    parser.add_argument("--trace-memory", action="store_true", help="measure peak Python memory (slower)")
+    args = parser.parse_args()
+
+    from hwsim.io.scenario import load_scenario
+    from hwsim.sim.run import simulate
+    from hwsim.workload.importers import import_requests
+
+    sc = load_scenario(REPO / "examples" / "dgx-h100-deepseek-v3" / "cluster.yaml")
+    trace = args.shared / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
+    if args.trace_memory:
+        tracemalloc.start()
+    t0 = time.perf_counter()
+    res = simulate(sc, import_requests(trace), seed=0, max_requests=args.max_requests)
+    wall = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1] if args.trace_memory else None
+    n = len(res.requests["request_id"])
+    finished = int((res.requests["status"] == 0).sum())
+    print(f"requests {n} ({finished} finished), steps {len(res.steps['start_s'])}, events {res.events}")
+    print(f"simulated {res.sim_time_s:,.0f} s in {wall:,.1f} s wall: {res.sim_time_s / wall:,.0f}x real time, "
+          f"{res.events / wall:,.0f} events/s")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS {rss:,.0f} MiB" + (f", peak traced Python memory {peak / 1e6:,.1f} MB" if peak else ""))
+
+
+if __name__ == "__main__":
+    main()
