@@ -92,3 +92,33 @@ def test_estimate_infeasible_memory_is_exit_2(tmp_path):
     assert res.exit_code == 2
     assert "does not fit on H100-SXM" in res.output and "short by" in res.output
     assert "Traceback" not in res.output
+
+
+def test_simulate_writes_outputs_deterministically(tmp_path):
+    cluster = str(REPO / "examples" / "h100x8-mixtral-8x7b" / "cluster.yaml")
+    trace = str(REPO / "workloads" / "traces" / "azure-code-10min.jsonl")
+    outs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        res = run("simulate", cluster, trace, "-o", str(out), "--max-requests", "120", "--seed", "4",
+                  "--slo", "ttft=2s,tpot=50ms", "--quiet", "--timeline")
+        assert res.exit_code == 0, res.output
+        assert "TTFT" in res.output and "goodput" in res.output
+        outs.append(out)
+    for f in ("summary.json", "requests.csv", "timeseries.csv", "timeline.json"):
+        assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
+    summary = json.loads((outs[0] / "summary.json").read_text())
+    assert summary["requests"]["finished"] == 120
+    assert summary["seed"] == 4 and summary["inputs"]
+
+
+def test_simulate_bad_trace_is_exit_2(tmp_path):
+    res = run("simulate", str(REPO / "examples" / "h100-qwen3-30b-a3b" / "cluster.yaml"),
+              str(REPO / "tests" / "data" / "traces" / "bad_decreasing.jsonl"), "-o", str(tmp_path / "o"), "--quiet")
+    assert res.exit_code == 2 and "must not decrease" in res.output
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_simulate_bad_slo_is_a_usage_error():
+    res = run("simulate", "x.yaml", "t.jsonl", "--slo", "ttft=2")
+    assert res.exit_code == 2 and "ttft" in res.output

@@ -33,3 +33,25 @@ def catalog_option(fn: Callable[..., Any]) -> Callable[..., Any]:
         "--catalog", "catalog_dirs", multiple=True, type=click.Path(file_okay=False, exists=True),
         help="Extra catalog folder searched first (repeatable; also HWSIM_PATH).",
     )(fn)
+
+
+class SloParam(click.ParamType):
+    """``ttft=2s,tpot=50ms`` -> ``{"ttft": 2.0, "tpot": 0.05}`` (seconds)."""
+
+    name = "slo"
+    KEYS = ("ttft", "tpot")
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> dict[str, float]:
+        if isinstance(value, dict):
+            return value
+        out: dict[str, float] = {}
+        for part in str(value).split(","):
+            key, sep, text = part.partition("=")
+            key = key.strip().lower()
+            if not sep or key not in self.KEYS:
+                self.fail(f"expected ttft=<time>,tpot=<time> (e.g. 'ttft=2s,tpot=50ms'); found {part!r}", param, ctx)
+            try:
+                out[key] = parse_quantity(text.strip(), Dim.TIME)
+            except UnitError as err:
+                self.fail(f"{key}: {err}", param, ctx)
+        return out

@@ -50,6 +50,7 @@ class Simulation:
         self.comm_s = 0.0
         self.busy_s = 0.0
         self.link_bytes: dict[tuple[str, str], float] = {}
+        self.expert_load: np.ndarray | None = None
         self.rng = np.random.default_rng(seeds.spawn(1)[0])
         self.pools: list[list[Replica]] = []
         self.infos: list[PoolInfo] = []
@@ -217,6 +218,7 @@ class Simulation:
         return SimResult(requests=self.requests.frozen(), steps=self.steps.frozen(), pools=tuple(self.infos),
                          sim_time_s=self.env.now, wall_time_s=wall_s, events=self.events, seed=self.seed,
                          rejections=tuple(self.rejections), link_bytes=dict(sorted(self.link_bytes.items())),
+                         expert_load=None if self.expert_load is None else self.expert_load.copy(),
                          comm_fraction=self.comm_s / busy if busy > 0 else 0.0)
 
 
@@ -237,6 +239,7 @@ def simulate(scenario: Scenario, requests: Iterable[Request], *, seed: int = 0, 
     unfinished); otherwise the run ends when every admitted request has finished.
     """
     sim = Simulation(scenario, seed=seed, router=router, imbalance_sampler_factory=imbalance_sampler_factory)
+    sim.expert_load = getattr(imbalance_sampler_factory, "expert_load", None)
     t0 = time.perf_counter()
     arrivals = sim.env.process(sim.arrivals(requests, max_requests, progress))
     if duration_s is not None:
