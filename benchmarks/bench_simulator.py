@@ -24,6 +24,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from hwsim.io.scenario import load_scenario
+    from hwsim.sim.routing import imbalance_sampler_factory
     from hwsim.sim.run import simulate
     from hwsim.workload.importers import import_requests
 
@@ -32,7 +33,8 @@ def main() -> None:
     if args.trace_memory:
         tracemalloc.start()
     t0 = time.perf_counter()
-    res = simulate(sc, import_requests(trace), seed=0, max_requests=args.max_requests)
+    res = simulate(sc, import_requests(trace), seed=0, max_requests=args.max_requests,
+                   imbalance_sampler_factory=imbalance_sampler_factory(sc))  # Zipf routing, as the CLI does
     wall = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1] if args.trace_memory else None
     n = len(res.requests["request_id"])

@@ -1,7 +1,7 @@
 """Per-step expert-load imbalance for the simulator, from the deployment's routing model.
 
-Each engine step draws the expert loads of its tokens for ``SAMPLED_LAYERS`` representative
-MoE layers and reports the mean over them of busiest-EP-rank load / mean load; the step cost
+Each engine step draws the expert loads of its tokens for one of ``SAMPLED_LAYERS``
+representative MoE layers (taken in turn) and reports busiest-EP-rank load / mean load; the step cost
 scales the expert GEMMs and dispatch by it. Per step the counts are drawn as a multinomial of
 ``tokens x real experts per token`` picks over the layer's exact per-expert inclusion
 probabilities (computed once per layer): the means are exact, and the spread ignores only that
@@ -50,17 +50,15 @@ def imbalance_sampler_factory(scenario: Scenario) -> Callable[[Pool], Sampler | 
         if ep <= 1:
             return None
         place = round_robin_placement if experts.placement == "round-robin" else contiguous_placement
-        share = place(moe.num_experts, ep).share
+        rank_of = np.argmax(place(moe.num_experts, ep).share, axis=1)  # one rank per expert here
+        turn = [0]
 
         def sample(rng: np.random.Generator, tokens: int) -> float:
-            picks = max(1, round(tokens * k))
-            total = 0.0
-            for i, p in enumerate(probs):
-                counts = rng.multinomial(picks, p)
-                expert_load[i] += counts
-                loads = counts @ share
-                total += loads.max() / loads.mean()
-            return total / len(probs)
+            i = turn[0] = (turn[0] + 1) % len(probs)  # steps take the sampled layers in turn
+            counts = rng.multinomial(max(1, round(tokens * k)), probs[i])
+            expert_load[i] += counts
+            loads = np.bincount(rank_of, weights=counts, minlength=ep)
+            return float(loads.max() / loads.mean())
 
         return sample
 
