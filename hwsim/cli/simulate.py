@@ -25,11 +25,14 @@ from hwsim.units import Dim
               help="Bucket width of timeseries.csv.")
 @click.option("--plots", is_flag=True, help="Also draw PNGs (latency CDFs, throughput, KV, power, experts, links).")
 @click.option("--timeline", is_flag=True, help="Also write timeline.json (Chrome/Perfetto trace of engine steps).")
+@click.option("--power-cap", type=QuantityParam(Dim.POWER), default=None,
+              help="Cap every device's power (e.g. '500 W'); compute-bound steps slow down when it binds.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @catalog_option
 def simulate(cluster_file: str, trace_file: str, out_dir: str, seed: int, duration: float | None,
              max_requests: int | None, slo: dict[str, float] | None, router: str, requests_format: str,
-             interval: float, plots: bool, timeline: bool, quiet: bool, catalog_dirs: tuple[str, ...]) -> None:
+             interval: float, plots: bool, timeline: bool, power_cap: float | None, quiet: bool,
+             catalog_dirs: tuple[str, ...]) -> None:
     """Simulate serving TRACE on the deployment of CLUSTER.yaml; write results to --out."""
     from hwsim import __version__
     from hwsim.io.scenario import file_sha256, load_scenario
@@ -44,7 +47,7 @@ def simulate(cluster_file: str, trace_file: str, out_dir: str, seed: int, durati
     progress = None if quiet else _progress_bar(duration)
     try:
         result = run(sc, requests, seed=seed, duration_s=duration, max_requests=max_requests, router=router,
-                     progress=progress, imbalance_sampler_factory=imbalance_sampler_factory(sc))
+                     progress=progress, imbalance_sampler_factory=imbalance_sampler_factory(sc), power_cap_w=power_cap)
     except KeyboardInterrupt:  # pragma: no cover - interactive
         raise
     finally:

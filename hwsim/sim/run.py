@@ -19,7 +19,7 @@ import simpy
 
 from hwsim.perf.collectives import Collectives
 from hwsim.perf.memory import footprint
-from hwsim.perf.power import idle_power_w
+from hwsim.perf.power import idle_power_w, power_limit_w
 from hwsim.perf.step import StepCost
 from hwsim.sim.engine import Seq, StepPlan
 from hwsim.sim.metrics import REQUEST_COLUMNS, STEP_COLUMNS, Columns, PoolInfo, Rejection, SimResult
@@ -36,7 +36,9 @@ Progress = Callable[[float, int], None]
 class Simulation:
     """Wires the processes of one run; :func:`simulate` is the entry point."""
 
-    def __init__(self, scenario: Scenario, *, seed: int, router: str, imbalance_sampler_factory=None) -> None:
+    def __init__(self, scenario: Scenario, *, seed: int, router: str, imbalance_sampler_factory=None,
+                 power_cap_w: float | None = None) -> None:
+        self.power_cap_w = power_cap_w
         self.sc = scenario
         self.env = simpy.Environment()
         self.seed = seed
@@ -65,7 +67,8 @@ class Simulation:
     def _build_pools(self, seeds: np.random.SeedSequence, imbalance_factory) -> None:
         sc = self.sc
         for pi, pool in enumerate(sc.deployment.pools):
-            cost = StepCost(sc.cluster, sc.model, sc.deployment, pool, collectives=self.coll)
+            cost = StepCost(sc.cluster, sc.model, sc.deployment, pool, collectives=self.coll, cap_w=self.power_cap_w)
+            power_limit_w(cost.device, self.power_cap_w)  # an unsettable cap fails before the run
             fp = footprint(sc.model, sc.deployment, pool, cost.device)
             blocks = fp.kv_blocks * fp.sequence_groups
             sampler = imbalance_factory(pool) if imbalance_factory is not None else None
@@ -232,13 +235,15 @@ def _pool_usd_per_s(sc: Scenario, pool) -> float | None:
 
 def simulate(scenario: Scenario, requests: Iterable[Request], *, seed: int = 0, duration_s: float | None = None,
              max_requests: int | None = None, router: str = "round-robin", progress: Progress | None = None,
-             imbalance_sampler_factory=None) -> SimResult:
+             imbalance_sampler_factory=None, power_cap_w: float | None = None) -> SimResult:
     """Replay ``requests`` (an iterable, streamed) on ``scenario``; return the frozen result.
 
     ``duration_s`` stops the clock (requests still queued or running are reported
     unfinished); otherwise the run ends when every admitted request has finished.
+    ``power_cap_w`` caps every device: compute-bound steps stretch when the cap binds.
     """
-    sim = Simulation(scenario, seed=seed, router=router, imbalance_sampler_factory=imbalance_sampler_factory)
+    sim = Simulation(scenario, seed=seed, router=router, imbalance_sampler_factory=imbalance_sampler_factory,
+                     power_cap_w=power_cap_w)
     sim.expert_load = getattr(imbalance_sampler_factory, "expert_load", None)
     t0 = time.perf_counter()
     arrivals = sim.env.process(sim.arrivals(requests, max_requests, progress))

@@ -155,3 +155,35 @@ def test_disaggregated_pools_transfer_kv(datadir):
     kv = sum(sc.model.kv_bytes(q.input_tokens, sc.deployment.dtypes.kv) for q in reqs)
     nic = sum(b for (u, v), b in res.link_bytes.items() if ".nic" in u and "leaf" in v)
     assert nic == pytest.approx(kv, rel=1e-6)  # each request's KV crosses one NIC uplink once
+
+
+def test_power_cap_slows_compute_bound_work_and_lowers_power(base):
+    reqs = poisson(80, 40.0, inp=(3000, 6000), out=(2, 5))  # prefill-heavy: compute bound
+    free = simulate(base, reqs, seed=0)
+    capped = simulate(base, reqs, seed=0, power_cap_w=350.0)
+    assert capped.steps["power_w"].max() <= 350.0 + 1e-6
+    assert free.steps["power_w"].max() > 350.0
+    assert np.nanmax(capped.requests["finish_s"]) > np.nanmax(free.requests["finish_s"])
+
+
+def test_unsettable_power_cap_is_an_input_error(base):
+    from hwsim.errors import SpecError
+
+    with pytest.raises(SpecError, match="outside the settable range"):
+        simulate(base, poisson(2, 1.0), seed=0, power_cap_w=2000.0)
+
+
+def test_faster_links_are_never_slower(datadir):
+    import dataclasses
+
+    sc = load_scenario(datadir / "good_deploy_disagg.yaml")
+    grp = sc.cluster.groups[0]
+    nics = grp.node.nics
+    fast_link = dataclasses.replace(nics.link, bandwidth_bytes_per_s=nics.link.bandwidth_bytes_per_s * 4)
+    fast_node = dataclasses.replace(grp.node, nics=dataclasses.replace(nics, link=fast_link))
+    fast_cluster = dataclasses.replace(sc.cluster, groups=(dataclasses.replace(grp, node=fast_node),))
+    fast = dataclasses.replace(sc, cluster=fast_cluster)
+    reqs = poisson(40, 20.0, inp=(2000, 6000), out=(5, 20))
+    slow_res, fast_res = simulate(sc, reqs, seed=0), simulate(fast, reqs, seed=0)
+    e2e = lambda r: np.mean(r.requests["finish_s"] - r.requests["arrival_s"])  # noqa: E731
+    assert e2e(fast_res) <= e2e(slow_res) + 1e-9
