@@ -60,7 +60,8 @@ def simulate(cluster_file: str, trace_file: str, out_dir: str, seed: int, durati
     written = write_outputs(result, out_dir, summary_dict=summary, requests_format=requests_format,
                             interval_s=interval, plots=plots, timeline=timeline)
     click.echo(summary_text(summary))
-    click.echo(f"wrote {len(written)} files to {out_dir}/")
+    folder = out_dir.rstrip("/") or "/"
+    click.echo(f"wrote {len(written)} files to {folder}/")
 
 
 class _Progress:
