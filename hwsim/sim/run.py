@@ -52,6 +52,7 @@ class Simulation:
         self.comm_s = 0.0
         self.busy_s = 0.0
         self.link_bytes: dict[tuple[str, str], float] = {}
+        self.step_tokens = [[0, 0] for _ in scenario.deployment.pools]  # tokens of steps with / without prefill
         self.expert_load: np.ndarray | None = None
         self.rng = np.random.default_rng(seeds.spawn(1)[0])
         self.pools: list[list[Replica]] = []
@@ -146,6 +147,8 @@ class Simulation:
             self.events += 1
             self.comm_s += comm_s
             self.busy_s += duration
+            mode = 0 if plan.prefill else 1
+            self.step_tokens[rep.pool_index][mode] += batch.new_tokens
             self._complete(rep, plan)
             sched = rep.scheduler
             self.steps.append(replica=rep.index, pool=rep.pool_index, start_s=start, duration_s=duration,
@@ -213,10 +216,32 @@ class Simulation:
                              generated_tokens=s.generated, cached_tokens=s.cached, preemptions=s.preemptions,
                              status=status)
 
+    def _collective_link_bytes(self) -> None:
+        """Add the EP all-to-all and TP all-reduce bytes of every step to ``link_bytes``.
+
+        Under a fixed traffic pattern each link's bytes are linear in the step's tokens, so the
+        per-token traffic of one replica is measured once per pool and mode (DeepEP normal with
+        prefill, low-latency without) and scaled by the tokens the pool's steps processed; the
+        pattern is the uniform-routing one, and the replica's links stand for its copies.
+        """
+        from hwsim.perf.batch import Batch
+        from hwsim.perf.step import link_traffic
+
+        ref = 1024
+        for pi, replicas in enumerate(self.pools):
+            cost = replicas[0].cost
+            for mode, batch in ((0, Batch.prefill(1, ref)), (1, Batch.decode(ref, ref))):
+                tokens = self.step_tokens[pi][mode]
+                if tokens == 0:
+                    continue
+                for edge, b in link_traffic(cost, batch).items():
+                    self.link_bytes[edge] = self.link_bytes.get(edge, 0.0) + b * tokens / ref
+
     def result(self, wall_s: float) -> SimResult:
         for s in list(self.live.values()):
             self._record(s, replica=-1, status=1)
         self.live.clear()
+        self._collective_link_bytes()
         busy = self.busy_s
         return SimResult(requests=self.requests.frozen(), steps=self.steps.frozen(), pools=tuple(self.infos),
                          sim_time_s=self.env.now, wall_time_s=wall_s, events=self.events, seed=self.seed,

@@ -187,3 +187,11 @@ def test_faster_links_are_never_slower(datadir):
     slow_res, fast_res = simulate(sc, reqs, seed=0), simulate(fast, reqs, seed=0)
     e2e = lambda r: np.mean(r.requests["finish_s"] - r.requests["arrival_s"])  # noqa: E731
     assert e2e(fast_res) <= e2e(slow_res) + 1e-9
+
+
+def test_ep_all_to_all_traffic_is_reported_per_link(repo_example):
+    sc = load_scenario(repo_example)
+    res = simulate(sc, poisson(30, 10.0), seed=0)
+    kinds = {sc.cluster.graph().edges[e]["kind"] for e in res.link_bytes}
+    assert {"infiniband", "nvlink"} <= kinds  # EP32 over 4 nodes: dispatch/combine cross NICs and NVLink
+    assert all(b > 0 for b in res.link_bytes.values())
