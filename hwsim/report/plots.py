@@ -88,29 +88,31 @@ def plot_throughput(ts: Mapping[str, np.ndarray], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def plot_kv(ts: Mapping[str, np.ndarray], path: str | Path) -> Path:
-    """KV cache use (percent of all replicas' blocks) over time."""
+def _over_time(ts: Mapping[str, np.ndarray], y: np.ndarray, path: str | Path, *, ylabel: str, title: str,
+               ylim: tuple[float, float] | None = None, **style: object) -> Path:
+    """One quantity of the time series against simulated time."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.plot(ts["time_s"], 100.0 * np.asarray(ts["kv_use_fraction"], dtype=np.float64))
+    ax.plot(ts["time_s"], y, **style)
     ax.set_xlabel("simulated time (s)")
-    ax.set_ylabel("KV blocks in use (%)")
-    ax.set_ylim(0, 105)
+    ax.set_ylabel(ylabel)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.grid(True, alpha=0.3)
-    ax.set_title("KV cache use")
+    ax.set_title(title)
     return _save(fig, path)
+
+
+def plot_kv(ts: Mapping[str, np.ndarray], path: str | Path) -> Path:
+    """KV cache use (percent of all replicas' blocks) over time."""
+    return _over_time(ts, 100.0 * np.asarray(ts["kv_use_fraction"], dtype=np.float64), path,
+                      ylabel="KV blocks in use (%)", title="KV cache use", ylim=(0, 105))
 
 
 def plot_power(ts: Mapping[str, np.ndarray], path: str | Path) -> Path:
     """Mean power per device over the steps of each interval."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.plot(ts["time_s"], ts["power_w_per_device"], marker=".", ms=3, lw=1)
-    ax.set_xlabel("simulated time (s)")
-    ax.set_ylabel("power per device (W)")
-    ax.grid(True, alpha=0.3)
-    ax.set_title("device power while stepping")
-    return _save(fig, path)
+    return _over_time(ts, ts["power_w_per_device"], path, ylabel="power per device (W)",
+                      title="device power while stepping", marker=".", ms=3, lw=1)
 
 
 def plot_expert_load(result: SimResult, path: str | Path) -> Path | None:
