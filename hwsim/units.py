@@ -208,15 +208,15 @@ def parse_fraction(value: object) -> float:
 
 # ---------------------------------------------------------------- printing
 
-_PRINT_UNITS: dict[Dim, tuple[str, list[tuple[float, str]]]] = {
-    Dim.BYTES: ("B", []),
-    Dim.BANDWIDTH: ("B/s", []),
-    Dim.FLOP: ("FLOP", []),
-    Dim.FLOP_RATE: ("FLOP/s", []),
-    Dim.POWER: ("W", []),
-    Dim.ENERGY: ("J", []),
-    Dim.FREQUENCY: ("Hz", []),
-    Dim.IO_RATE: ("IOPS", []),
+_PRINT_UNITS: dict[Dim, str] = {
+    Dim.BYTES: "B",
+    Dim.BANDWIDTH: "B/s",
+    Dim.FLOP: "FLOP",
+    Dim.FLOP_RATE: "FLOP/s",
+    Dim.POWER: "W",
+    Dim.ENERGY: "J",
+    Dim.FREQUENCY: "Hz",
+    Dim.IO_RATE: "IOPS",
 }
 
 
@@ -241,7 +241,7 @@ def format_quantity(value: float, dim: Dim, *, digits: int = 4, binary: bool = F
         return f"{_format_number(value, digits)} USD"
     if dim is Dim.MONEY_RATE:
         return f"{_format_number(value * SECONDS_PER_HOUR, digits)} USD/h"
-    base = _PRINT_UNITS[dim][0]
+    base = _PRINT_UNITS[dim]
     a = abs(value)
     if dim in (Dim.POWER, Dim.ENERGY) and 0 < a < 1:
         return f"{_format_number(value * 1e3, digits)} m{base}"

@@ -107,7 +107,4 @@ def resolve(kind: str, ref: str, *, base_dir: Path | None, extra: Sequence[str |
         if not p.exists():
             raise SpecError(f"{kind} file not found: {p}", path=path)
         return p
-    try:
-        return find(kind, ref, extra, path)
-    except SpecError:
-        raise
+    return find(kind, ref, extra, path)

@@ -13,7 +13,6 @@ FP4 MoE do); other weight formats compute in the activation dtype (weight-only).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -297,7 +296,3 @@ class PlanBuilder:
                     args=table, groups=np.array(groups, np.int64), comm=np.array(comm, np.int64),
                     mult=np.array(mult, float), base_counts=counts,
                     draft_per_token=float(max(1, m.mtp_layers)), ep=par.ep)
-
-
-def ceil_div(a: float, b: float) -> int:
-    return int(math.ceil(a / b))

@@ -128,7 +128,7 @@ class StepCost:
                          -1.0 if imbalance is None else float(imbalance), self._overlap)
         self._args = self.plan.args
         self._out = np.zeros((len(self.plan.names), 6))
-        self._weights: dict[tuple[bool, bool], tuple[np.ndarray, np.ndarray]] = {}
+        self._weight_cache: dict[tuple[bool, bool], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     # -- evaluation -----------------------------------------------------------------------
     def _evaluate(self, batch: Batch) -> tuple[np.ndarray, float]:
@@ -165,43 +165,41 @@ class StepCost:
             return total
         return total * self._stretch(self._out, batch, total)[0]
 
+    def _weights(self, batch: Batch) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(repetitions of each row in the step, weights of communication rows, weights of work
+        rows per pipeline stage): cached per (micro-batch split, draft) case."""
+        key = (self._split(batch), bool(self._spec.tokens and batch.num_decode))
+        cached = self._weight_cache.get(key)
+        if cached is None:
+            p = self.plan
+            reps = self._counts(batch)[p.groups] * p.mult * (2.0 if key[0] else 1.0)
+            comm = (p.comm == 1).astype(float)
+            cached = self._weight_cache[key] = (reps, reps * comm, reps * (1.0 - comm) / self.pool.parallelism.pp)
+        return cached
+
     def _per_device(self, out: np.ndarray, batch: Batch) -> tuple[np.ndarray, float, float, float]:
         """Repetitions of each row, and per-device FLOP, HBM bytes and sent bytes (one stage)."""
-        p = self.plan
-        reps = self._counts(batch)[p.groups] * p.mult * (2.0 if self._split(batch) else 1.0)
-        pp = self.pool.parallelism.pp
-        work = p.comm == 0
-        flop = float((out[work, 1] * reps[work]).sum()) / pp
-        hbm = float((out[work, 2] * reps[work]).sum()) / pp
-        sent = float((out[~work, 2] * reps[~work]).sum()) / pp
-        return reps, flop, hbm, sent
+        reps, comm_w, work_w = self._weights(batch)
+        sent = float(out[:, 2] @ comm_w) / self.pool.parallelism.pp
+        return reps, float(out[:, 1] @ work_w), float(out[:, 2] @ work_w), sent
+
+    def _utilisation(self, out: np.ndarray, batch: Batch, time_s: float) -> tuple[float, float]:
+        _, flop, hbm, _ = self._per_device(out, batch)
+        return utilisation(self.device, time_s=time_s, flop=flop, bytes_moved=hbm,
+                           dtype=self.deployment.dtypes.activations)
 
     def last_activity(self, batch: Batch, time_s: float) -> tuple[float, float]:
         """(device power in W, communication seconds before overlap) of the step last costed
         by :meth:`time_s` for ``batch`` (which must be the same batch)."""
-        key = (self._split(batch), bool(self._spec.tokens and batch.num_decode))
-        weights = self._weights.get(key)
-        if weights is None:
-            p = self.plan
-            reps = self._counts(batch)[p.groups] * p.mult * (2.0 if key[0] else 1.0)
-            comm = (p.comm == 1).astype(float)
-            pp = self.pool.parallelism.pp
-            weights = self._weights[key] = (reps * comm, reps * (1.0 - comm) / pp)
-        comm_w, work_w = weights
-        out = self._out
-        comm_s = float(out[:, 0] @ comm_w)
+        comm_s = float(self._out[:, 0] @ self._weights(batch)[1])
         if time_s <= 0:
             return 0.0, comm_s
-        flop, hbm = float(out[:, 1] @ work_w), float(out[:, 2] @ work_w)
-        u_c, u_m = utilisation(self.device, time_s=time_s, flop=flop, bytes_moved=hbm,
-                               dtype=self.deployment.dtypes.activations)
+        u_c, u_m = self._utilisation(self._out, batch, time_s)
         return device_power_w(self.device, compute_util=u_c, memory_util=u_m, cap_w=self.cap_w), comm_s
 
     def _stretch(self, out: np.ndarray, batch: Batch, total: float) -> tuple[float, float]:
         """(time stretch under the power cap, device power) for a step of ``total`` seconds."""
-        _, flop, hbm, _ = self._per_device(out, batch)
-        u_c, u_m = utilisation(self.device, time_s=total, flop=flop, bytes_moved=hbm,
-                               dtype=self.deployment.dtypes.activations)
+        u_c, u_m = self._utilisation(out, batch, total)
         stretch = cap_slowdown(self.device, self.cap_w, compute_util=u_c, memory_util=u_m) if self.cap_w else 1.0
         power = device_power_w(self.device, compute_util=u_c / stretch, memory_util=u_m / stretch, cap_w=self.cap_w)
         return stretch, power

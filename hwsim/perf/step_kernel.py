@@ -148,13 +148,10 @@ def expected_max_load(mean: float, bins: int) -> float:
 
 @njit(cache=True)
 def batch_sources(new: np.ndarray, ctx: np.ndarray, done: np.ndarray, kv: np.ndarray, dp: int, tp: int,
-                  ep: int, query: int, k_real: float, slots: int,
-                  imbalance: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Token sources of a batch, and the busiest attention-DP rank's sequences.
-
-    Sequences go to DP ranks round-robin; the rank with the most new tokens is the busiest.
-    ``imbalance`` < 0 means uniform routing (:func:`expected_max_load` over the EP ranks).
-    """
+                  query: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Token sources of a batch (all but the expert ones), and the busiest attention-DP rank's
+    sequences. Sequences go to DP ranks round-robin; the rank with the most new tokens is the
+    busiest."""
     r = 0
     if dp > 1:
         loads = np.zeros(dp)
@@ -188,9 +185,9 @@ def step_total(out: np.ndarray, table: np.ndarray, args: np.ndarray, counts: np.
     num_groups = counts.shape[0]
     if overlap == 1 and new.shape[0] + kv.shape[0] >= 2:
         new, ctx, done, kv = new[::2], ctx[::2], done[::2], kv[::2]
-    src, n_r, c_r, kv_r = batch_sources(new, ctx, done, kv, dp, tp, ep, query, k_real, slots, imbalance)
+    src, n_r, c_r, kv_r = batch_sources(new, ctx, done, kv, dp, tp, query)
     total = float(new.sum()) + kv.shape[0] * query
-    if slots > 0:
+    if slots > 0:  # imbalance < 0: uniform routing (expected busiest of the EP ranks)
         imb = imbalance if imbalance > 0.0 else expected_max_load(total * k_real / ep, ep)
         src[SRC_EXPERT_TOKENS] = total * k_real / slots * imb
         src[SRC_EXPERT_ROWS] = total * k_real / ep * imb
@@ -198,8 +195,7 @@ def step_total(out: np.ndarray, table: np.ndarray, args: np.ndarray, counts: np.
     fill_plan(out, kinds, sources, args, src, n_r, c_r, kv_r, masked)
     if draft_tokens > 0 and kv.shape[0] > 0:
         one = np.zeros(0, np.int64)
-        dsrc, _, _, _ = batch_sources(one, one, np.zeros(0, np.bool_), kv, dp, tp, ep, 1, k_real, slots,
-                                      imbalance)
+        dsrc, _, _, _ = batch_sources(one, one, np.zeros(0, np.bool_), kv, dp, tp, 1)
         dsrc[SRC_EXPERT_TOKENS] = src[SRC_EXPERT_TOKENS] / query
         dsrc[SRC_EXPERT_ROWS] = src[SRC_EXPERT_ROWS] / query
         dout = eval_plan(kinds, sources, args, dsrc, one, one, kv_r, True)

@@ -19,7 +19,6 @@ blocks for their KV. Durations come from :class:`~hwsim.perf.step.StepCost` (no 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,14 +117,14 @@ class Scheduler:
                    for s in (*self.running, *self.waiting))
 
     # -- forming a step ---------------------------------------------------------------------
-    def plan(self, on_preempt: Callable[[Seq], None]) -> StepPlan:
+    def plan(self) -> StepPlan:
         step = StepPlan()
         budget = self.limits.max_batched_tokens
         extra = 1 + self.draft
         for s in list(self.running) if self.decodes else ():
             if s.active and s.prefilled >= s.prompt:
                 need = s.prefilled + s.generated + extra
-                if need <= s.cap or self._grow_or_preempt(s, need, on_preempt):
+                if need <= s.cap or self._grow_or_preempt(s, need):
                     step.decode.append(s)
         budget -= len(step.decode) * (1 + self.draft)
         for s in self.running:
@@ -174,11 +173,10 @@ class Scheduler:
         s.cap = self.kv.held(id(s)) * self.kv.block_tokens
         return True
 
-    def _grow_or_preempt(self, s: Seq, tokens: int, on_preempt: Callable[[Seq], None]) -> bool:
+    def _grow_or_preempt(self, s: Seq, tokens: int) -> bool:
         while not self._reserve(s, tokens):
             victim = max(self.running, key=lambda x: x.order)
             self._preempt(victim)
-            on_preempt(victim)
             if victim is s:
                 return False
         return True

@@ -66,7 +66,6 @@ class Replica:
         self.pool_index = pool_index
         self.pool = pool
         self.cost = cost
-        par = pool.parallelism
         self.first_device = first_device
         self.kv = BlockManager(kv_blocks, pool.scheduler.kv_block_tokens)
         self.scheduler = Scheduler(pool.scheduler, self.kv, draft_tokens=cost.deployment.speculative.tokens,
@@ -75,8 +74,6 @@ class Replica:
         self.imbalance = imbalance
         self.wake: simpy.Event | None = None
         self.prefix = PrefixCache(kv_blocks * pool.scheduler.kv_block_tokens // 512)
-        self.devices = par.devices
-        self.busy_s = 0.0
 
     @property
     def kv_tokens(self) -> int:

@@ -128,7 +128,7 @@ class Simulation:
     def _engine(self, rep: Replica):
         env = self.env
         while True:
-            plan = rep.scheduler.plan(lambda s: None)
+            plan = rep.scheduler.plan()
             if plan.empty:
                 rep.wake = env.event()
                 yield rep.wake
