@@ -147,7 +147,7 @@ def _check_divisibility(pool: Pool, model: Model, dep: Deployment, path: str) ->
 
 
 def _check_fits(pool: Pool, model: Model, dep: Deployment, cluster: Cluster, path: str) -> None:
-    device = cluster.nodes[_node_of(cluster, pool.first_device)].device
+    device = cluster.device_at(pool.first_device)
     share = weight_share(model, pool.parallelism, dep.dtypes, dep.experts.redundant)
     capacity = device.hbm_bytes
     usable = capacity * (1.0 - dep.memory_reserve_fraction)
@@ -163,15 +163,6 @@ def _check_fits(pool: Pool, model: Model, dep: Deployment, cluster: Cluster, pat
 
 def gb(x: float) -> str:
     return format_quantity(x, Dim.BYTES)
-
-
-def _node_of(cluster: Cluster, device_index: int) -> int:
-    seen = 0
-    for i, node in enumerate(cluster.nodes):
-        seen += node.device_count
-        if device_index < seen:
-            return i
-    raise AssertionError(device_index)
 
 
 def check_deployment_schema(data: Any) -> None:

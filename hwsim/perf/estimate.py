@@ -115,17 +115,6 @@ def _mixed_batch(pool: Pool, b: int, inp: int, out: int) -> Batch:
                  decode_kv_tokens=np.full(b, inp + out // 2, np.int64))
 
 
-def _pool_price(cluster: Cluster, pool: Pool) -> float | None:
-    nodes = [node for node in cluster.nodes for _ in range(node.device_count)]
-    total = 0.0
-    for d in pool.device_range:
-        node = nodes[d]
-        if node.device.price is None:
-            return None
-        total += node.device.price.effective_usd_per_s
-    return total
-
-
 def _pool_estimate(cluster: Cluster, model: Model, dep: Deployment, pool: Pool, inp: int, out: int,
                    batch: int | None, coll: Collectives) -> PoolEstimate:
     step = StepCost(cluster, model, dep, pool, collectives=coll)
@@ -152,7 +141,7 @@ def _pool_estimate(cluster: Cluster, model: Model, dep: Deployment, pool: Pool, 
         pool=pool.name, role=pool.role, device=step.device, devices=pool.devices, batch=b, kv_limited_batch=kv_limit, footprint=fp,
         step=bd, step_s=bd.time_s, requests_per_s=rate, input_tokens_per_s=rate * inp,
         output_tokens_per_s=rate * out if pool.role != "prefill" else 0.0, ttft_s=ttft, tpot_s=tpot,
-        power_w=bd.power_w * pool.devices, usd_per_s=_pool_price(cluster, pool))
+        power_w=bd.power_w * pool.devices, usd_per_s=cluster.usd_per_s_of(pool.device_range))
 
 
 def _kv_transfer_s(coll: Collectives, model: Model, dep: Deployment, pools: tuple[Pool, ...], inp: int) -> float:

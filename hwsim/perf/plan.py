@@ -49,8 +49,7 @@ class PoolGroups:
         first = pool.first_device
         replica = tuple(range(first, first + par.devices))
         stage = replica[: par.stage_devices]
-        node_of = [i for i, node in enumerate(cluster.nodes) for _ in range(node.device_count)]
-        device = cluster.nodes[node_of[first]].device
+        device = cluster.device_at(first)
         pair = (replica[0], replica[par.stage_devices]) if par.pp > 1 else None
         return cls(device=device, replica=replica, tp=stage[: par.tp], ep=stage[:: par.expert_tp],
                    moe_tp=stage[: par.expert_tp], stage_pair=pair)

@@ -84,7 +84,7 @@ class Simulation:
                 name=pool.name, role=pool.role, replicas=pool.replicas, devices_per_replica=pool.parallelism.devices,
                 device=cost.device.name, kv_blocks_per_replica=blocks, kv_block_tokens=fp.kv_block_tokens,
                 hbm_bytes_per_device=fp.capacity_bytes, weights_bytes_per_device=fp.weights_bytes,
-                usd_per_s=_pool_usd_per_s(sc, pool), idle_power_w=idle_power_w(cost.device, context_resident=True)))
+                usd_per_s=sc.cluster.usd_per_s_of(pool.device_range), idle_power_w=idle_power_w(cost.device, context_resident=True)))
 
     # -- arrivals ------------------------------------------------------------------------------
     def arrivals(self, requests: Iterable[Request], max_requests: int | None, progress: Progress | None):
@@ -248,14 +248,6 @@ class Simulation:
                          rejections=tuple(self.rejections), link_bytes=dict(sorted(self.link_bytes.items())),
                          expert_load=None if self.expert_load is None else self.expert_load.copy(),
                          comm_fraction=self.comm_s / busy if busy > 0 else 0.0)
-
-
-def _pool_usd_per_s(sc: Scenario, pool) -> float | None:
-    nodes = [node for node in sc.cluster.nodes for _ in range(node.device_count)]
-    prices = [nodes[d].device.price for d in pool.device_range]
-    if any(p is None for p in prices):
-        return None
-    return float(sum(p.effective_usd_per_s for p in prices if p is not None))
 
 
 def simulate(scenario: Scenario, requests: Iterable[Request], *, seed: int = 0, duration_s: float | None = None,

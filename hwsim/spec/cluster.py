@@ -10,10 +10,11 @@ flow in one direction does not contend with one in the other. Every edge carries
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from hwsim.spec.hardware import Source
+from hwsim.spec.hardware import Device, Source
 from hwsim.spec.topology import Link, Node
 
 if TYPE_CHECKING:
@@ -126,8 +127,31 @@ class Cluster:
 
     @property
     def usd_per_s(self) -> float | None:
-        prices = [node.device_usd_per_s for node in self.nodes]
-        return None if any(p is None for p in prices) else float(sum(p for p in prices if p is not None))
+        return self.usd_per_s_of(range(self.num_devices))
+
+    def node_of_device(self, index: int) -> Node:
+        """The node holding device ``index`` (global index)."""
+        cached: tuple[Node, ...] | None = self.__dict__.get("_device_nodes")
+        if cached is None:
+            cached = tuple(node for node in self.nodes for _ in range(node.device_count))
+            object.__setattr__(self, "_device_nodes", cached)
+        return cached[index]
+
+    def device_at(self, index: int) -> Device:
+        """The device spec of global device ``index``."""
+        return self.node_of_device(index).device
+
+    def usd_per_s_of(self, devices: Iterable[int]) -> float | None:
+        """Price per second of the given devices (their share of the node price), or None when
+        one of them has no price."""
+        total = 0.0
+        for d in devices:
+            node = self.node_of_device(d)
+            node_price = node.device_usd_per_s
+            if node_price is None:
+                return None
+            total += node_price / node.device_count
+        return total
 
     # -- graph ---------------------------------------------------------------------
     def graph(self) -> nx.DiGraph:
