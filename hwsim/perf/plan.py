@@ -21,6 +21,7 @@ import numpy as np
 from hwsim.perf import operators as ops
 from hwsim.perf import step_kernel as sk
 from hwsim.perf.collectives import Collectives
+from hwsim.perf.types import CommCost
 from hwsim.spec.cluster import Cluster
 from hwsim.spec.deployment import Deployment, Pool
 from hwsim.spec.dtypes import bytes_per_elem
@@ -95,6 +96,21 @@ class Plan:
     def uniform_imbalance(self, total_tokens: float) -> float:
         """Expected busiest-rank load / mean under uniform routing (see ``expected_max_load``)."""
         return float(sk.expected_max_load(total_tokens / max(self.ep, 1), self.ep))
+
+
+def uniform_dispatch(coll: Collectives, ranks: list[int], tokens_per_rank: float, k: float, mode: str,
+                     token_bytes: float, *, combine: bool = False, detail: bool = False) -> CommCost:
+    """EP dispatch (or combine) of ``tokens_per_rank`` tokens from every rank under uniform
+    routing with ``k`` experts per token: in ``normal`` mode a token goes once to each rank
+    (and node) holding at least one of its experts, ``1 - (1 - share)^k`` of tokens per
+    destination; in ``low-latency`` mode once per (token, expert) pair, ``k / ranks`` per rank."""
+    r = len(ranks)
+    nodes = coll.rank_nodes(ranks)
+    per_node = np.bincount(nodes, minlength=int(nodes.max()) + 1).astype(float)
+    share = k / r if mode == "low-latency" else 1.0 - (1.0 - 1.0 / r) ** k
+    to_rank = np.full((r, r), tokens_per_rank * share)
+    to_node = np.tile(tokens_per_rank * (1.0 - (1.0 - per_node / r) ** k), (r, 1))
+    return coll.moe_dispatch(ranks, to_rank, to_node, token_bytes, mode, combine=combine, detail=detail)
 
 
 class PlanBuilder:
@@ -241,21 +257,12 @@ class PlanBuilder:
         h, k = self.model.hidden_size, self.model.moe.real_experts_per_token  # type: ignore[union-attr]
         token_b = h * (1.0 if not combine and self.dep.dtypes.expert_weights == "fp8" else self.act_b)
         ranks = list(self.g.ep)
-        r = len(ranks)
-        nodes = self.coll.rank_nodes(ranks)
-        per_node = np.bincount(nodes, minlength=int(nodes.max()) + 1).astype(float)
-        hit_rank = 1.0 - (1.0 - 1.0 / r) ** k
-        hit_node = 1.0 - (1.0 - per_node / r) ** k
         name = "combine" if combine else "dispatch"
         for mode, code in (("normal", 1), ("low-latency", 2)):
-            share = k / r if mode == "low-latency" else hit_rank
 
-            def cost(nbytes: float, mode: str = mode, share: float = share) -> float:
-                tokens = nbytes / token_b
-                to_rank = np.full((r, r), tokens * share)
-                to_node = np.tile(tokens * hit_node, (r, 1))
-                return self.coll.moe_dispatch(ranks, to_rank, to_node, token_b, mode, combine=combine,
-                                              detail=False).time_s
+            def cost(nbytes: float, mode: str = mode) -> float:
+                return uniform_dispatch(self.coll, ranks, nbytes / token_b, k, mode, token_b,
+                                        combine=combine).time_s
 
             self.comm(group, f"{name}_{mode.replace('-', '_')}", sk.SRC_DISPATCH_TOKENS, token_b, cost, mode=code)
 

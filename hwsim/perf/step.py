@@ -41,7 +41,7 @@ import numpy as np
 from hwsim.perf import step_kernel as sk
 from hwsim.perf.batch import Batch
 from hwsim.perf.collectives import Collectives
-from hwsim.perf.plan import PlanBuilder, PoolGroups
+from hwsim.perf.plan import PlanBuilder, PoolGroups, uniform_dispatch
 from hwsim.perf.power import cap_slowdown, device_power_w, utilisation
 from hwsim.perf.types import CommCost, OpCost
 from hwsim.spec.cluster import Cluster
@@ -256,15 +256,8 @@ def link_traffic(step: StepCost, batch: Batch) -> dict[tuple[str, str], float]:
     moe = model.moe
     if moe is not None and par.ep > 1:
         ranks = list(g.ep)
-        r = len(ranks)
-        k = moe.real_experts_per_token
-        per_rank = tokens / r
-        nodes = coll.rank_nodes(ranks)
-        per_node = np.bincount(nodes, minlength=int(nodes.max()) + 1).astype(float)
         mode = "normal" if batch.num_prefill else "low-latency"
-        share = (1.0 - (1.0 - 1.0 / r) ** k) if mode == "normal" else k / r
-        to_rank = np.full((r, r), per_rank * share)
-        to_node = np.tile(per_rank * (1.0 - (1.0 - per_node / r) ** k), (r, 1))
         for combine in (False, True):
-            add(coll.moe_dispatch(ranks, to_rank, to_node, h * act, mode, combine=combine), model.num_moe_layers)
+            add(uniform_dispatch(coll, ranks, tokens / len(ranks), moe.real_experts_per_token, mode, h * act,
+                                 combine=combine, detail=True), model.num_moe_layers)
     return total
