@@ -90,11 +90,10 @@ def _trace_means(trace_file: str):  # type: ignore[no-untyped-def]
 def _first_pool_traffic(sc, est):  # type: ignore[no-untyped-def]
     """Per-link bytes of the first pool's steady step (decode sequences at mean context)."""
     from hwsim.perf.batch import Batch
-    from hwsim.perf.step import StepCost, link_traffic
+    from hwsim.perf.step import link_traffic
 
     pool = sc.deployment.pools[0]
     p = est.pools[0]
-    step = StepCost(sc.cluster, sc.model, sc.deployment, pool)
     batch = Batch.decode(p.batch, est.input_tokens + est.output_tokens // 2) if pool.role != "prefill" else \
         Batch.prefill(max(1, pool.scheduler.max_batched_tokens // est.input_tokens), est.input_tokens)
-    return link_traffic(step, batch)
+    return link_traffic(p.cost, batch)

@@ -22,7 +22,7 @@ simulator adds queueing and the trace's burstiness.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -56,6 +56,7 @@ class PoolEstimate:
     tpot_s: float | None
     power_w: float
     usd_per_s: float | None
+    cost: StepCost = field(repr=False, compare=False)  # the pool's step cost, for further queries
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -141,7 +142,7 @@ def _pool_estimate(cluster: Cluster, model: Model, dep: Deployment, pool: Pool, 
         pool=pool.name, role=pool.role, device=step.device, devices=pool.devices, batch=b, kv_limited_batch=kv_limit, footprint=fp,
         step=bd, step_s=bd.time_s, requests_per_s=rate, input_tokens_per_s=rate * inp,
         output_tokens_per_s=rate * out if pool.role != "prefill" else 0.0, ttft_s=ttft, tpot_s=tpot,
-        power_w=bd.power_w * pool.devices, usd_per_s=cluster.usd_per_s_of(pool.device_range))
+        power_w=bd.power_w * pool.devices, usd_per_s=cluster.usd_per_s_of(pool.device_range), cost=step)
 
 
 def _kv_transfer_s(coll: Collectives, model: Model, dep: Deployment, pools: tuple[Pool, ...], inp: int) -> float:
