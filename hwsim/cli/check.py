@@ -29,7 +29,7 @@ def check(cluster_file: str, trace_file: str | None, catalog_dirs: tuple[str, ..
     sc = load_scenario(cluster_file, catalog_dirs)
     dep = sc.deployment
     shares = [weight_share(sc.model, p.parallelism, dep.dtypes, dep.experts.redundant) for p in dep.pools]
-    lines = describe_cluster(sc.cluster)[:4] + describe_deployment(sc.cluster, sc.model, dep, shares)
+    lines = describe_cluster(sc.cluster)[:4] + describe_deployment(sc.cluster, dep, shares)
     if trace_file is not None:
         lines += _trace_lines(trace_file, sc.model.max_context_tokens)
     click.echo("\n".join(lines))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from hwsim.spec.cluster import Cluster
+from hwsim.spec.deployment import Deployment
 from hwsim.spec.hardware import Device, MemoryTier
+from hwsim.spec.sharding import WeightShare
 from hwsim.spec.topology import Link, Node
 from hwsim.units import Dim, format_quantity
 from hwsim.units import format_quantity as fq
@@ -73,24 +75,22 @@ def describe_cluster(c: Cluster) -> list[str]:
         lines.append(f"  power domain {d.name}: {fq(d.budget_w, Dim.POWER)} over {len(d.nodes)} nodes")
     g = c.graph()
     lines.append(f"  graph: {g.number_of_nodes()} vertices, {g.number_of_edges() // 2} links")
-    for grp in c.groups:
-        lines += ["  " + x for x in describe_node(grp.node)] if grp is c.groups[0] or grp.node != c.groups[0].node else []
+    described: list[Node] = []
+    for grp in c.groups:  # each distinct node once
+        if grp.node not in described:
+            described.append(grp.node)
+            lines += ["  " + x for x in describe_node(grp.node)]
     return lines
 
 
-def describe_deployment(cluster: Cluster, model: object, deployment: object, shares: list[object]) -> list[str]:
+def describe_deployment(cluster: Cluster, deployment: Deployment, shares: list[WeightShare]) -> list[str]:
     """Pools, parallelism and the weight bytes per device of a checked deployment."""
-    from hwsim.spec.deployment import Deployment
-    from hwsim.spec.sharding import WeightShare
-
-    assert isinstance(deployment, Deployment)
     dev = deployment
     lines = [f"deployment of {dev.model_name} on {cluster.name}: {dev.devices} of {cluster.num_devices} devices, "
              f"weights {dev.dtypes.weights}, activations {dev.dtypes.activations}, KV {dev.dtypes.kv}, "
              f"overlap {dev.overlap}"]
     devices = cluster.device_names
     for pool, share in zip(dev.pools, shares, strict=True):
-        assert isinstance(share, WeightShare)
         p = pool.parallelism
         device = devices[pool.first_device]
         lines.append(f"  pool {pool.name} ({pool.role}): {pool.replicas} replica(s) x {p.devices} {device} "

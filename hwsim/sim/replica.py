@@ -12,6 +12,7 @@ from hwsim.perf.step import StepCost
 from hwsim.sim.engine import Scheduler, Seq
 from hwsim.sim.kv_cache import BlockManager
 from hwsim.spec.deployment import Pool
+from hwsim.workload.request import DEFAULT_BLOCK_TOKENS
 
 if TYPE_CHECKING:
     import simpy
@@ -73,7 +74,7 @@ class Replica:
         self.rng = rng
         self.imbalance = imbalance
         self.wake: simpy.Event | None = None
-        self.prefix = PrefixCache(kv_blocks * pool.scheduler.kv_block_tokens // 512)
+        self.prefix = PrefixCache(kv_blocks * pool.scheduler.kv_block_tokens // DEFAULT_BLOCK_TOKENS)
 
     @property
     def kv_tokens(self) -> int:

@@ -53,7 +53,8 @@ class Simulation:
         self.busy_s = 0.0
         self.link_bytes: dict[tuple[str, str], float] = {}
         self.step_tokens = [[0, 0] for _ in scenario.deployment.pools]  # tokens of steps with / without prefill
-        self.expert_load: np.ndarray | None = None
+        # sampled expert loads accumulate here (see hwsim.sim.routing)
+        self.expert_load: np.ndarray | None = getattr(imbalance_sampler_factory, "expert_load", None)
         self.rng = np.random.default_rng(seeds.spawn(1)[0])
         self.pools: list[list[Replica]] = []
         self.infos: list[PoolInfo] = []
@@ -261,7 +262,6 @@ def simulate(scenario: Scenario, requests: Iterable[Request], *, seed: int = 0, 
     """
     sim = Simulation(scenario, seed=seed, router=router, imbalance_sampler_factory=imbalance_sampler_factory,
                      power_cap_w=power_cap_w)
-    sim.expert_load = getattr(imbalance_sampler_factory, "expert_load", None)
     t0 = time.perf_counter()
     arrivals = sim.env.process(sim.arrivals(requests, max_requests, progress))
     if duration_s is not None:
