@@ -10,7 +10,7 @@ from hwsim.errors import SpecError
 from hwsim.io.build_deployment import build_deployment
 from hwsim.io.fields import Fields
 from hwsim.io.load import Context, _ensure_builders
-from hwsim.io.source import read_document
+from hwsim.io.source import Document, read_document
 from hwsim.io.validate import check_schema
 from hwsim.spec.scenario import Scenario
 
@@ -21,15 +21,21 @@ def file_sha256(path: str | Path) -> str:
 
 def load_scenario(path: str | Path, extra: Sequence[str | Path] = ()) -> Scenario:
     """Read ``cluster.yaml`` (nodes, fabric, power domains and a ``deployment:`` section)."""
+    return build_scenario(read_document(path), Context(extra), {str(path): file_sha256(path)})
+
+
+def build_scenario(doc: Document, ctx: Context, input_hashes: dict[str, str]) -> Scenario:
+    """Build a scenario from a parsed cluster document (e.g. one patched by a sweep).
+
+    ``ctx`` may be shared by many builds: catalog entries it loaded are reused.
+    """
     _ensure_builders()
-    doc = read_document(path)
     data = doc.data
     if not isinstance(data, dict):
         raise SpecError("expected a cluster mapping", file=doc.file, found=data)
     if "deployment" not in data:
         raise SpecError("a scenario needs a 'deployment:' section (model, pools, parallelism)",
                         file=doc.file, path="deployment", expected="a deployment mapping")
-    ctx = Context(extra)
     cluster = ctx.build("cluster", data, doc=doc, prefix="")
     section = data["deployment"]
     try:
@@ -42,5 +48,4 @@ def load_scenario(path: str | Path, extra: Sequence[str | Path] = ()) -> Scenari
         if err.file is not None:
             raise
         raise doc.error(err) from None
-    return Scenario(cluster=cluster, model=model, deployment=deployment,
-                    input_hashes={str(path): file_sha256(path)})
+    return Scenario(cluster=cluster, model=model, deployment=deployment, input_hashes=dict(input_hashes))
