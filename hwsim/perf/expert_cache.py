@@ -1,0 +1,665 @@
+"""Expert caches in device memory: Numba replay of routing traces and a stateful per-step cache.
+
+A MoE model whose experts do not all fit in HBM keeps some of them in an HBM *expert cache*;
+the others live in host DRAM or flash and are fetched when a token picks one that is not
+resident (a miss). This module answers "what fraction of expert uses hit the cache" for a
+routing trace ``ids[token, layer, slot]`` (expert ids, ``-1`` = no expert, e.g. a
+zero-computation expert), under a replacement policy, a cache size and a cache scope.
+
+The model
+---------
+* **Steps.** The trace is consumed in *steps* of ``tokens_per_step`` consecutive tokens (1 for
+  batch-1 decode; a batch otherwise). In a step, layer by layer in forward order, the layer's
+  *access* is the set of distinct experts its tokens picked. An expert of the set that is
+  resident is a hit; one that is not is a miss, fetched once for the step (however many of the
+  step's tokens picked it) and then made resident. Hits and misses are therefore counted per
+  distinct (step, layer, expert): for batch-1 decode that is per token-expert use.
+* **Order inside an access.** All hits of the access are found against the cache as it was
+  before the access (and touched in the order the tokens picked them); then the misses are
+  inserted in that order. A victim is chosen, by the policy, among residents *not* used by the
+  current access; only when every resident is in use (the access needs more experts than the
+  cache holds) does the policy's victim come from the current access itself.
+* **Scope.** ``layer``: every MoE layer has its own cache of ``capacity`` experts (how
+  offloading engines such as Mixtral-offloading, MoE-Infinity or the moe-lrc toy models keep
+  them). ``device``: one cache of ``capacity`` experts shared by all layers of the device; the
+  layers of a step then compete for it, in forward order.
+* **Policies** (``policy`` codes below):
+
+  - ``lru``: evict the least recently used resident.
+  - ``lfu``: evict the least frequently used resident, ties to the least recently used. The
+    frequency of an expert counts the steps that used it since the cache started (kept when it
+    is evicted, *no decay*): the long-run popular experts win, as in frequency-based expert
+    caches (MoE-Infinity's activation counts).
+  - ``fifo``: evict the resident inserted first; a hit does not refresh it.
+  - ``static``: the ``capacity`` most popular experts (per layer, or over all layers with
+    ``device`` scope) are resident from the start and never evicted; a miss is fetched for the
+    step and dropped. Popularity comes from the caller (a warm-up or the routing model) or, in
+    offline replay, from the trace itself (an oracle "static-hot" set).
+  - ``window``: the sliding window of "LLM in a flash" (Alizadeh et al., 2023) applied to
+    experts: keep the experts used in the last ``window`` steps, as many as fit (least recently
+    used evicted first when they do not); at the end of each step the experts not used in the
+    last ``window`` steps are dropped, so the cache may hold fewer than ``capacity``.
+  - ``belady``: the optimal offline policy (Belady, 1966): when a miss needs room, drop the
+    candidate, resident or incoming, whose next use is furthest in the future (ties: least
+    recently used). It may decline to keep the incoming expert, so it is the true optimum of
+    any policy that fetches misses on demand: an upper bound, offline replay only.
+* **Warm start.** Empty, or pre-filled (``popularity``, shape ``(L, E)``) with the most
+  popular experts, inserted least popular first so that they are also the first evicted.
+  Popularity ties go to the lower expert index.
+
+Every kernel has a pure-Python twin in :mod:`hwsim.perf.expert_cache_reference` written
+independently (dictionaries and ``min``/``max`` over explicit keys); a test holds the two
+equal. ``NUMBA_DISABLE_JIT=1`` turns the kernels into plain Python.
+
+Implementation: each (layer, expert) is a *key* ``layer * E + expert``; its state is one row
+of an ``int64`` table (resident flag, a doubly linked list per cache partition in recency or
+insertion order, last touch, frequency, last step, access stamp, next use); LRU, FIFO and
+window evict in O(1) from the list tail, LFU and Belady scan the partition's residents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numba import njit
+
+LRU, LFU, FIFO, STATIC, WINDOW, BELADY = 0, 1, 2, 3, 4, 5
+POLICY_CODES: dict[str, int] = {"lru": LRU, "lfu": LFU, "fifo": FIFO, "static": STATIC,
+                                "window": WINDOW, "belady": BELADY}
+"""Policy name -> kernel code."""
+
+SCOPES = ("layer", "device")
+
+NEVER = np.int64(1) << np.int64(62)
+"""Next-use time of a key that is not used again."""
+
+# columns of the per-key state table
+_RES, _PREV, _NEXT, _SEQ, _FREQ, _LSTEP, _STAMP, _NU, _TOK = range(9)
+_NCOL = 9
+# columns of the per-partition table
+_HEAD, _TAIL, _COUNT = range(3)
+# counters: touch sequence, access stamp, step index
+_CSEQ, _CACC, _CSTEP = range(3)
+
+
+# -- state tables -----------------------------------------------------------------------------
+def new_state(layers: int, experts: int, scope_layer: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Empty ``(keys, parts, counters)`` tables for ``layers x experts`` keys."""
+    keys = np.zeros((layers * experts, _NCOL), dtype=np.int64)
+    keys[:, _PREV] = -1
+    keys[:, _NEXT] = -1
+    keys[:, _STAMP] = -1
+    keys[:, _LSTEP] = -1
+    keys[:, _NU] = NEVER
+    parts = np.zeros((layers if scope_layer else 1, 3), dtype=np.int64)
+    parts[:, _HEAD] = -1
+    parts[:, _TAIL] = -1
+    return keys, parts, np.zeros(3, dtype=np.int64)
+
+
+@njit(cache=True)
+def _unlink(st: np.ndarray, ps: np.ndarray, p: int, key: int) -> None:
+    prev = st[key, _PREV]
+    nxt = st[key, _NEXT]
+    if prev >= 0:
+        st[prev, _NEXT] = nxt
+    else:
+        ps[p, _HEAD] = nxt
+    if nxt >= 0:
+        st[nxt, _PREV] = prev
+    else:
+        ps[p, _TAIL] = prev
+    st[key, _PREV] = -1
+    st[key, _NEXT] = -1
+
+
+@njit(cache=True)
+def _push_head(st: np.ndarray, ps: np.ndarray, p: int, key: int) -> None:
+    head = ps[p, _HEAD]
+    st[key, _PREV] = -1
+    st[key, _NEXT] = head
+    if head >= 0:
+        st[head, _PREV] = key
+    else:
+        ps[p, _TAIL] = key
+    ps[p, _HEAD] = key
+
+
+@njit(cache=True)
+def _evict(st: np.ndarray, ps: np.ndarray, p: int, key: int) -> None:
+    _unlink(st, ps, p, key)
+    st[key, _RES] = 0
+    ps[p, _COUNT] -= 1
+
+
+@njit(cache=True)
+def _admit(st: np.ndarray, ps: np.ndarray, p: int, key: int) -> None:
+    _push_head(st, ps, p, key)
+    st[key, _RES] = 1
+    ps[p, _COUNT] += 1
+
+
+@njit(cache=True)
+def fill(st: np.ndarray, ps: np.ndarray, ctr: np.ndarray, keys: np.ndarray, experts: int,
+         scope_layer: bool) -> None:
+    """Make ``keys`` resident in this order (the last one is the most recent)."""
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        if st[key, _RES]:
+            continue
+        p = key // experts if scope_layer else 0
+        st[key, _SEQ] = ctr[_CSEQ]
+        ctr[_CSEQ] += 1
+        _admit(st, ps, p, key)
+
+
+@njit(cache=True)
+def _victim(st: np.ndarray, ps: np.ndarray, p: int, policy: int, acc: int, incoming: int) -> int:
+    """The key to drop so that ``incoming`` can enter partition ``p`` (``incoming`` = bypass)."""
+    tail = ps[p, _TAIL]
+    if policy in (LRU, WINDOW):
+        return tail                        # the current access's keys are the most recent
+    if policy == FIFO:
+        key = tail
+        while key >= 0 and st[key, _STAMP] == acc:
+            key = st[key, _PREV]
+        return key if key >= 0 else tail
+    if policy == LFU:
+        best = -1
+        key = tail
+        while key >= 0:
+            if best < 0:
+                best = key
+            else:
+                bp = st[best, _STAMP] == acc
+                kp = st[key, _STAMP] == acc
+                if (kp < bp) or (kp == bp and (st[key, _FREQ] < st[best, _FREQ] or (
+                        st[key, _FREQ] == st[best, _FREQ] and st[key, _SEQ] < st[best, _SEQ]))):
+                    best = key
+            key = st[key, _PREV]
+        return best
+    # BELADY: furthest next use among residents and the incoming key; ties to the least recent
+    best = incoming
+    key = tail
+    while key >= 0:
+        if st[key, _NU] > st[best, _NU] or (st[key, _NU] == st[best, _NU]
+                                            and st[key, _SEQ] < st[best, _SEQ]):
+            best = key
+        key = st[key, _PREV]
+    return best
+
+
+@njit(cache=True)
+def access(ids: np.ndarray, t0: int, t1: int, layer: int, experts: int, policy: int,
+           scope_layer: bool, capacity: int, st: np.ndarray, ps: np.ndarray, ctr: np.ndarray,
+           nu: np.ndarray, buf: np.ndarray) -> tuple[int, int]:
+    """One layer's access by tokens ``t0:t1`` of ``ids``; returns ``(hits, misses)``.
+
+    The missed keys are left in ``buf[:misses]`` and the tokens that picked each key of the
+    access in its ``_TOK`` column; ``nu`` (same shape as ``ids``) holds each pick's next-use
+    time, read only by Belady (pass a ``(0, 0, 0)`` array otherwise).
+    """
+    acc = ctr[_CACC]
+    ctr[_CACC] += 1
+    step = ctr[_CSTEP]
+    p = layer if scope_layer else 0
+    base = layer * experts
+    hits = 0
+    misses = 0
+    belady = policy == BELADY
+    lru_order = policy in (LRU, WINDOW, LFU)
+    k = ids.shape[2]
+    for t in range(t0, t1):
+        for j in range(k):
+            e = ids[t, layer, j]
+            if e < 0:
+                continue
+            key = base + e
+            if st[key, _STAMP] == acc:
+                st[key, _TOK] += 1
+                continue
+            st[key, _STAMP] = acc
+            st[key, _TOK] = 1
+            st[key, _FREQ] += 1
+            st[key, _LSTEP] = step
+            if belady:
+                st[key, _NU] = nu[t, layer, j]
+            if st[key, _RES]:
+                hits += 1
+                st[key, _SEQ] = ctr[_CSEQ]
+                ctr[_CSEQ] += 1
+                if lru_order and ps[p, _HEAD] != key:
+                    _unlink(st, ps, p, key)
+                    _push_head(st, ps, p, key)
+            else:
+                buf[misses] = key
+                misses += 1
+    if policy == STATIC or capacity <= 0:
+        return hits, misses
+    for i in range(misses):
+        key = buf[i]
+        st[key, _SEQ] = ctr[_CSEQ]
+        ctr[_CSEQ] += 1
+        if ps[p, _COUNT] >= capacity:
+            victim = _victim(st, ps, p, policy, acc, key)
+            if victim == key:
+                continue
+            _evict(st, ps, p, victim)
+        _admit(st, ps, p, key)
+    return hits, misses
+
+
+@njit(cache=True)
+def expire(st: np.ndarray, ps: np.ndarray, ctr: np.ndarray, window: int) -> None:
+    """Window policy, end of a step: drop the residents not used in the last ``window`` steps."""
+    oldest_kept = ctr[_CSTEP] - window + 1
+    for p in range(ps.shape[0]):
+        key = ps[p, _TAIL]
+        while key >= 0 and st[key, _LSTEP] < oldest_kept:
+            prev = st[key, _PREV]
+            _evict(st, ps, p, key)
+            key = prev
+
+
+@njit(cache=True)
+def next_use(ids: np.ndarray, tokens_per_step: int, experts: int) -> tuple[np.ndarray, np.ndarray]:
+    """Belady's oracle: for each pick ``ids[t, l, j]`` the access time (``step * L + l``) of the
+    next step that uses the same (layer, expert), or :data:`NEVER`; and each key's first use."""
+    n_tok, layers, k = ids.shape
+    nu = np.empty((n_tok, layers, k), dtype=np.int64)
+    seen = np.full(layers * experts, NEVER, dtype=np.int64)
+    steps = (n_tok + tokens_per_step - 1) // tokens_per_step
+    for s in range(steps - 1, -1, -1):
+        t0 = s * tokens_per_step
+        t1 = min(n_tok, t0 + tokens_per_step)
+        for layer in range(layers):
+            base = layer * experts
+            for t in range(t0, t1):
+                for j in range(k):
+                    e = ids[t, layer, j]
+                    nu[t, layer, j] = seen[base + e] if e >= 0 else NEVER
+            now = s * layers + layer
+            for t in range(t0, t1):
+                for j in range(k):
+                    e = ids[t, layer, j]
+                    if e >= 0:
+                        seen[base + e] = now
+    return nu, seen
+
+
+@njit(cache=True)
+def replay(ids: np.ndarray, tokens_per_step: int, experts: int, policy: int, scope_layer: bool,
+           capacity: int, window: int, fill_keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Replay a whole trace from a cache pre-filled with ``fill_keys`` (in insertion order);
+    returns ``(hits, misses)`` per layer."""
+    n_tok, layers, k = ids.shape
+    st = np.zeros((layers * experts, _NCOL), dtype=np.int64)
+    for key in range(layers * experts):
+        st[key, _PREV] = -1
+        st[key, _NEXT] = -1
+        st[key, _STAMP] = -1
+        st[key, _LSTEP] = -1
+        st[key, _NU] = NEVER
+    ps = np.full((layers if scope_layer else 1, 3), -1, dtype=np.int64)
+    ps[:, _COUNT] = 0
+    ctr = np.zeros(3, dtype=np.int64)
+    if policy == BELADY:
+        nu, first = next_use(ids, tokens_per_step, experts)
+        for key in range(layers * experts):
+            st[key, _NU] = first[key]
+    else:
+        nu = np.zeros((0, 0, 0), dtype=np.int64)
+    fill(st, ps, ctr, fill_keys, experts, scope_layer)
+    hits = np.zeros(layers, dtype=np.int64)
+    misses = np.zeros(layers, dtype=np.int64)
+    buf = np.empty(experts, dtype=np.int64)
+    steps = (n_tok + tokens_per_step - 1) // tokens_per_step
+    for s in range(steps):
+        ctr[_CSTEP] = s
+        t0 = s * tokens_per_step
+        t1 = min(n_tok, t0 + tokens_per_step)
+        for layer in range(layers):
+            h, m = access(ids, t0, t1, layer, experts, policy, scope_layer, capacity, st, ps,
+                          ctr, nu, buf)
+            hits[layer] += h
+            misses[layer] += m
+        if policy == WINDOW:
+            expire(st, ps, ctr, window)
+    return hits, misses
+
+
+@njit(cache=True)
+def cache_step(ids: np.ndarray, experts: int, policy: int, scope_layer: bool, capacity: int,
+               window: int, st: np.ndarray, ps: np.ndarray, ctr: np.ndarray, hits: np.ndarray,
+               misses: np.ndarray, miss_keys: np.ndarray, miss_tokens: np.ndarray,
+               buf: np.ndarray) -> int:
+    """One engine step of :class:`ExpertCache` over all of ``ids``'s tokens and layers; writes
+    per-layer counts and the missed keys with their token counts; returns how many missed."""
+    layers = ids.shape[1]
+    nu = np.zeros((0, 0, 0), dtype=np.int64)
+    n = 0
+    for layer in range(layers):
+        h, m = access(ids, 0, ids.shape[0], layer, experts, policy, scope_layer, capacity, st,
+                      ps, ctr, nu, buf)
+        hits[layer] = h
+        misses[layer] = m
+        for i in range(m):
+            miss_keys[n] = buf[i]
+            miss_tokens[n] = st[buf[i], _TOK]
+            n += 1
+    if policy == WINDOW:
+        expire(st, ps, ctr, window)
+    ctr[_CSTEP] += 1
+    return n
+
+
+@njit(cache=True)
+def prefetch(keys: np.ndarray, experts: int, policy: int, scope_layer: bool, capacity: int,
+             st: np.ndarray, ps: np.ndarray, ctr: np.ndarray) -> int:
+    """Make ``keys`` resident as if used now (recency, not frequency); returns how many entered."""
+    acc = ctr[_CACC]
+    ctr[_CACC] += 1
+    entered = 0
+    for i in range(keys.shape[0]):
+        key = keys[i]
+        if st[key, _STAMP] == acc:
+            continue
+        st[key, _STAMP] = acc
+        st[key, _LSTEP] = ctr[_CSTEP]
+        p = key // experts if scope_layer else 0
+        st[key, _SEQ] = ctr[_CSEQ]
+        ctr[_CSEQ] += 1
+        if st[key, _RES]:
+            if policy != FIFO and ps[p, _HEAD] != key:
+                _unlink(st, ps, p, key)
+                _push_head(st, ps, p, key)
+            continue
+        if policy == STATIC or capacity <= 0:
+            continue
+        if ps[p, _COUNT] >= capacity:
+            _evict(st, ps, p, _victim(st, ps, p, policy, acc, key))
+        _admit(st, ps, p, key)
+        entered += 1
+    return entered
+
+
+@njit(cache=True)
+def segment_hits(ids: np.ndarray, starts: np.ndarray, segment_tokens: int, experts: int,
+                 capacity: int, scope_layer: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Segment-cache best hits (SCH): per segment, the uses of its ``capacity`` most used experts.
+
+    Segments are ``segment_tokens`` consecutive tokens, restarted at every sequence start in
+    ``starts`` (sorted, first 0); returns ``(hits, uses)`` per layer, counted per token pick.
+    With ``device`` scope the ``capacity`` most used (layer, expert) keys of the segment count
+    (equal counts: the lower layer, then expert, is taken first).
+    """
+    n_tok, layers, k = ids.shape
+    hits = np.zeros(layers, dtype=np.int64)
+    uses = np.zeros(layers, dtype=np.int64)
+    counts = np.zeros(layers * experts, dtype=np.int64)
+    n_seq = starts.shape[0]
+    for q in range(n_seq):
+        end = starts[q + 1] if q + 1 < n_seq else n_tok
+        for t0 in range(starts[q], end, segment_tokens):
+            t1 = min(end, t0 + segment_tokens)
+            counts[:] = 0
+            for t in range(t0, t1):
+                for layer in range(layers):
+                    for j in range(k):
+                        e = ids[t, layer, j]
+                        if e >= 0:
+                            counts[layer * experts + e] += 1
+                            uses[layer] += 1
+            if capacity <= 0:
+                continue
+            if scope_layer:
+                for layer in range(layers):
+                    row = np.sort(counts[layer * experts:(layer + 1) * experts])
+                    take = min(capacity, experts)
+                    hits[layer] += row[experts - take:].sum()
+            else:
+                order = np.argsort(-counts, kind="mergesort")     # ties: lower key first
+                take = min(capacity, layers * experts)
+                for i in range(take):
+                    key = order[i]
+                    hits[key // experts] += counts[key]
+    return hits, uses
+
+
+# -- Python entry points ----------------------------------------------------------------------
+def check_ids(ids: np.ndarray, experts: int) -> np.ndarray:
+    """``ids`` as a C-contiguous ``(T, L, k)`` int32/int64 array with values in ``[-1, E)``."""
+    arr = np.asarray(ids)
+    if arr.ndim != 3:
+        raise ValueError(f"routing ids must have shape (tokens, layers, k); got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"routing ids must be integers; got {arr.dtype}")
+    if arr.dtype not in (np.int32, np.int64):
+        arr = arr.astype(np.int64)
+    arr = np.ascontiguousarray(arr)
+    if arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < -1 or hi >= experts:
+            raise ValueError(f"expert ids must lie in [-1, {experts - 1}]; found {lo}..{hi}")
+    return arr
+
+
+def policy_code(policy: str, allowed: tuple[str, ...] = tuple(POLICY_CODES)) -> int:
+    """Kernel code of a policy name (``ValueError`` listing the choices)."""
+    if policy not in allowed:
+        raise ValueError(f"unknown cache policy {policy!r}; known: {', '.join(allowed)}")
+    return POLICY_CODES[policy]
+
+
+def _scope_layer(scope: str) -> bool:
+    if scope not in SCOPES:
+        raise ValueError(f"unknown cache scope {scope!r}; known: {', '.join(SCOPES)}")
+    return scope == "layer"
+
+
+def fill_keys(popularity: np.ndarray, capacity: int, scope_layer: bool) -> np.ndarray:
+    """Keys of the ``capacity`` most popular experts per partition, least popular first.
+
+    Ties go to the lower expert (key) index: it ranks as more popular.
+    """
+    pop = np.asarray(popularity, dtype=np.float64)
+    layers, experts = pop.shape
+    if capacity <= 0:
+        return np.zeros(0, dtype=np.int64)
+    if scope_layer:
+        take = min(capacity, experts)
+        parts = []
+        for layer in range(layers):
+            top = np.argsort(-pop[layer], kind="stable")[:take]
+            parts.append(layer * experts + top[::-1])
+        return np.concatenate(parts).astype(np.int64)
+    take = min(capacity, layers * experts)
+    top = np.argsort(-pop.ravel(), kind="stable")[:take]
+    return top[::-1].astype(np.int64)
+
+
+def trace_counts(ids: np.ndarray, experts: int) -> np.ndarray:
+    """``(L, E)`` picks per (layer, expert) in a trace (``-1`` ignored)."""
+    arr = np.asarray(ids)
+    layers = arr.shape[1]
+    counts = np.zeros((layers, experts), dtype=np.int64)
+    for layer in range(layers):
+        col = arr[:, layer, :].ravel()
+        counts[layer] = np.bincount(col[col >= 0], minlength=experts)[:experts]
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """Hits and misses per MoE layer of one replay (distinct (step, layer, expert) uses;
+    for ``segment``, token picks)."""
+
+    hits: np.ndarray       # (L,) int64
+    misses: np.ndarray     # (L,) int64
+
+    @property
+    def accesses(self) -> int:
+        return int(self.hits.sum() + self.misses.sum())
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits / accesses over all layers (0 for an empty trace)."""
+        total = self.accesses
+        return float(self.hits.sum()) / total if total else 0.0
+
+
+REPLAY_POLICIES = ("lru", "lfu", "fifo", "static", "window", "belady", "segment")
+
+
+def replay_trace(ids: np.ndarray, experts: int, capacity: int, policy: str = "lru", *,
+                 scope: str = "layer", tokens_per_step: int = 1, window: int = 1,
+                 popularity: np.ndarray | None = None, warm: bool = False,
+                 segment_tokens: int = 16,
+                 sequence_starts: np.ndarray | None = None) -> ReplayResult:
+    """Hit and miss counts of ``policy`` replayed over ``ids`` (``(T, L, k)``, -1 ignored).
+
+    ``capacity`` is experts per layer (``scope="layer"``) or per device (``"device"``).
+    ``popularity`` (``(L, E)``) ranks experts for ``static`` and for ``warm`` pre-filling; when
+    it is None they use the trace's own counts (an oracle). ``segment`` is the SCH bound over
+    segments of ``segment_tokens`` tokens (restarted at ``sequence_starts``).
+    """
+    if policy not in REPLAY_POLICIES:
+        raise ValueError(f"unknown cache policy {policy!r}; known: {', '.join(REPLAY_POLICIES)}")
+    scope_layer = _scope_layer(scope)
+    arr = check_ids(ids, experts)
+    if capacity < 0:
+        raise ValueError(f"cache capacity must be >= 0 experts; got {capacity}")
+    if tokens_per_step < 1 or window < 1 or segment_tokens < 1:
+        raise ValueError("tokens_per_step, window and segment_tokens must be >= 1")
+    if policy == "segment":
+        starts = (np.zeros(1, dtype=np.int64) if sequence_starts is None
+                  else np.asarray(sequence_starts, dtype=np.int64))
+        if starts.size == 0 or starts[0] != 0:
+            starts = np.concatenate([[0], starts]).astype(np.int64)
+        hits, uses = segment_hits(arr, starts, segment_tokens, experts, capacity, scope_layer)
+        return ReplayResult(hits, uses - hits)
+    code = POLICY_CODES[policy]
+    pop = popularity
+    if pop is not None:
+        pop = np.asarray(pop, dtype=np.float64)
+        if pop.shape != (arr.shape[1], experts):
+            raise ValueError(f"popularity must have shape {(arr.shape[1], experts)}; got {pop.shape}")
+    if code == STATIC or warm:
+        if pop is None:
+            pop = trace_counts(arr, experts).astype(np.float64)
+        keys = fill_keys(pop, capacity, scope_layer)
+    else:
+        keys = np.zeros(0, dtype=np.int64)
+    hits, misses = replay(arr, tokens_per_step, experts, code, scope_layer, capacity, window, keys)
+    return ReplayResult(hits, misses)
+
+
+# -- the simulator's per-step cache -----------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CacheStep:
+    """What one engine step did to the expert cache."""
+
+    hits: np.ndarray        # (L,) int64: distinct (layer, expert) accesses of the step found resident
+    misses: np.ndarray      # (L,) int64: distinct experts fetched on demand in each layer
+    miss_layer: np.ndarray  # (m,) int64  } one entry per missed (layer, expert):
+    miss_expert: np.ndarray # (m,) int64  } its layer, expert id and how many of the
+    miss_tokens: np.ndarray # (m,) int64  } step's tokens picked it
+
+
+class ExpertCache:
+    """A device's expert cache, stepped by the simulator once per engine step.
+
+    ``capacity`` counts experts per layer (``scope="layer"``) or per device (``"device"``); a
+    capacity of at least ``experts`` (``layers * experts`` for a device) makes the cache
+    *unbounded*: every expert is resident and every access hits. ``popularity`` (``(L, E)``)
+    ranks experts for ``static`` (required) and, with ``warm``, pre-fills the cache with the
+    most popular ones. The model (steps, order inside a step, policies) is the module's.
+    """
+
+    POLICIES = ("lru", "lfu", "fifo", "static", "window")
+
+    def __init__(self, layers: int, experts: int, capacity: int, policy: str = "lru", *,
+                 scope: str = "layer", window: int = 1, popularity: np.ndarray | None = None,
+                 warm: bool = True) -> None:
+        if layers < 1 or experts < 1:
+            raise ValueError(f"an expert cache needs >= 1 layer and expert; got {layers} x {experts}")
+        if capacity < 0:
+            raise ValueError(f"cache capacity must be >= 0 experts; got {capacity}")
+        if window < 1:
+            raise ValueError(f"window must be >= 1 step; got {window}")
+        self.layers = layers
+        self.experts = experts
+        self.capacity = capacity
+        self.policy = policy
+        self.scope = scope
+        self.window = window
+        self._code = policy_code(policy, self.POLICIES)
+        self._scope_layer = _scope_layer(scope)
+        pop = None
+        if popularity is not None:
+            pop = np.asarray(popularity, dtype=np.float64)
+            if pop.shape != (layers, experts):
+                raise ValueError(f"popularity must have shape {(layers, experts)}; got {pop.shape}")
+        if self._code == STATIC and pop is None and not self.unbounded:
+            raise ValueError("the static policy needs a popularity (L, E) to choose its experts")
+        self._st, self._ps, self._ctr = new_state(layers, experts, self._scope_layer)
+        if self.unbounded:
+            self._st[:, _RES] = 1
+            self._code = STATIC                      # nothing is ever evicted or fetched
+        elif pop is not None and (warm or self._code == STATIC):
+            fill(self._st, self._ps, self._ctr, fill_keys(pop, capacity, self._scope_layer),
+                 experts, self._scope_layer)
+        self._hits = np.zeros(layers, dtype=np.int64)
+        self._misses = np.zeros(layers, dtype=np.int64)
+        self._miss_keys = np.zeros(layers * experts, dtype=np.int64)
+        self._miss_tokens = np.zeros(layers * experts, dtype=np.int64)
+        self._buf = np.zeros(experts, dtype=np.int64)
+
+    @property
+    def unbounded(self) -> bool:
+        """True when every expert fits: nothing is ever fetched."""
+        total = self.experts if self.scope == "layer" else self.layers * self.experts
+        return self.capacity >= total
+
+    def step(self, ids: np.ndarray) -> CacheStep:
+        """Route one engine step's tokens (``ids``: ``(tokens, L, k)`` int, -1 ignored)."""
+        arr = np.asarray(ids)
+        if arr.ndim != 3 or arr.shape[1] != self.layers:
+            raise ValueError(f"ids must have shape (tokens, {self.layers}, k); got {arr.shape}")
+        if arr.dtype != np.int64 and arr.dtype != np.int32:
+            arr = arr.astype(np.int64)
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr)
+        if arr.size and (arr.max() >= self.experts or arr.min() < -1):
+            raise ValueError(f"expert ids must lie in [-1, {self.experts - 1}]")
+        n = cache_step(arr, self.experts, self._code, self._scope_layer, self.capacity,
+                       self.window, self._st, self._ps, self._ctr, self._hits, self._misses,
+                       self._miss_keys, self._miss_tokens, self._buf)
+        keys = self._miss_keys[:n]
+        return CacheStep(hits=self._hits.copy(), misses=self._misses.copy(),
+                         miss_layer=keys // self.experts, miss_expert=keys % self.experts,
+                         miss_tokens=self._miss_tokens[:n].copy())
+
+    def insert(self, layer: int, experts: np.ndarray) -> int:
+        """Prefetch ``experts`` of ``layer``: make them resident (evicting by the policy) as if
+        used now; returns how many were fetched (not already resident; 0 for ``static``, whose
+        set never changes, and for an unbounded cache)."""
+        if not 0 <= layer < self.layers:
+            raise ValueError(f"layer must lie in [0, {self.layers - 1}]; got {layer}")
+        ex = np.asarray(experts, dtype=np.int64).ravel()
+        if ex.size and (ex.min() < 0 or ex.max() >= self.experts):
+            raise ValueError(f"expert ids must lie in [0, {self.experts - 1}]")
+        return int(prefetch(layer * self.experts + ex, self.experts, self._code,
+                            self._scope_layer, self.capacity, self._st, self._ps, self._ctr))
+
+    def resident(self, layer: int) -> np.ndarray:
+        """``(E,)`` bool: which experts of ``layer`` are resident now."""
+        if not 0 <= layer < self.layers:
+            raise ValueError(f"layer must lie in [0, {self.layers - 1}]; got {layer}")
+        rows = self._st[layer * self.experts:(layer + 1) * self.experts, _RES]
+        return rows.astype(bool)
+
+    def resident_count(self) -> int:
+        """Experts resident now, over all layers."""
+        return int(self._st[:, _RES].sum())
