@@ -180,16 +180,26 @@ class TopKSampler:
                 out += np.bincount(flat.ravel(), minlength=b * width).reshape(b, width)
         return out[0] if blocks is None else out
 
-    def ids(self, rng: np.random.Generator, tokens: int, *, groups: np.ndarray | None = None) -> np.ndarray:
-        """(tokens, k) int64: each token's slots in the order it picked them (``groups``: a
-        group table for this call, ``(S,)``)."""
-        out = np.empty((tokens, self.k), dtype=np.int64)
-        table = self._table(None if groups is None else np.asarray(groups)[None, :], 1)
-        for start in range(0, tokens, CHUNK_TOKENS):
-            n = min(CHUNK_TOKENS, tokens - start)
-            for picks, rows in self._chunk(rng, n, table, np.zeros(n, dtype=np.int64)):
+    def ids(self, rng: np.random.Generator, tokens: int, blocks: int | None = None, *,
+            groups: np.ndarray | None = None) -> np.ndarray:
+        """(tokens, k) int64: each token's slots in the order it picked them.
+
+        ``groups``: a group table for this call, ``(S,)``. With ``blocks``: ``(blocks, tokens,
+        k)``, ``blocks`` independent groups of tokens sampled together, and ``groups`` may give
+        each block its own table, ``(blocks, S)``.
+        """
+        b = 1 if blocks is None else blocks
+        if groups is not None and blocks is None:
+            groups = np.asarray(groups)[None, :]
+        table = self._table(groups, b)
+        total = tokens * b
+        out = np.empty((total, self.k), dtype=np.int64)
+        for start in range(0, total, CHUNK_TOKENS):
+            n = min(CHUNK_TOKENS, total - start)
+            block = (start + np.arange(n)) // tokens
+            for picks, rows in self._chunk(rng, n, table, block):
                 out[start + rows] = picks.T
-        return out
+        return out if blocks is None else out.reshape(b, tokens, self.k)
 
     # ------------------------------------------------------------------ internals
 
