@@ -7,6 +7,7 @@ the shortfall named.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hwsim.errors import SpecError
@@ -19,14 +20,17 @@ from hwsim.spec.deployment import (
     Deployment,
     Dtypes,
     ExpertConfig,
+    ExpertOffload,
+    FlashReads,
     Parallelism,
     Pool,
+    Prefetch,
     RoutingRef,
     SchedulerLimits,
     Speculative,
 )
 from hwsim.spec.model import Model
-from hwsim.spec.sharding import weight_share
+from hwsim.spec.sharding import WeightShare, weight_share
 from hwsim.units import Dim, format_quantity
 
 
@@ -90,8 +94,34 @@ def _experts(f: Fields) -> ExpertConfig:
         return ExpertConfig()
     routing = dict(f.get("routing", {"model": "uniform"}))
     ref = RoutingRef(model=str(routing.pop("model")), params=routing)
+    offload = _offload(f.sub("offload")) if f.has("offload") else None
     return build(f.path, ExpertConfig, placement=f.get("placement", "contiguous"),
-                 placement_file=f.get("placement_file"), redundant=f.get("redundant", 0), routing=ref)
+                 placement_file=f.get("placement_file"), redundant=f.get("redundant", 0), routing=ref,
+                 offload=offload)
+
+
+def _offload(f: Fields) -> ExpertOffload:
+    """The ``experts.offload`` block; each field's error names its own path."""
+    if f.has("hbm_experts") == f.has("hbm_bytes"):
+        raise SpecError("give exactly one of hbm_experts (per MoE layer) and hbm_bytes (per device)",
+                        path=f.at("hbm_bytes" if f.has("hbm_bytes") else "hbm_experts"),
+                        expected="hbm_experts: N or hbm_bytes: '8 GiB'", found=f.data or None)
+    p, fl = f.sub("prefetch"), f.sub("flash")
+    source = p.get("source", "predictor" if p.data else "none")
+    accuracy = p.fraction("accuracy", 1.0)
+    if not 0.0 <= accuracy <= 1.0:
+        raise SpecError(f"accuracy must be in [0, 1], got {accuracy:g}", path=p.at("accuracy"),
+                        expected="a fraction such as 0.9 or 90%", found=p.get("accuracy"))
+    prefetch = build(p.path, Prefetch, source=source, accuracy=accuracy)
+    flash = build(fl.path, FlashReads, read=fl.get("read", "expert"), queue_depth=fl.get("queue_depth", 32),
+                  window_tokens=fl.get("window_tokens", 0))
+    if fl.data and f.get("backing", "dram") != "flash":
+        raise SpecError("flash reads are set but the experts are backed by DRAM", path=fl.path,
+                        expected="backing: flash, or no flash block", found=f.get("backing", "dram"))
+    return build(f.path, ExpertOffload, hbm_experts=f.get("hbm_experts"),
+                 hbm_bytes=f.quantity("hbm_bytes", Dim.BYTES, None), scope=f.get("scope", "layer"),
+                 policy=f.get("policy", "lru"), window=f.get("window", 1), backing=f.get("backing", "dram"),
+                 prefetch=prefetch, cpu_compute=f.get("cpu_compute", "never"), flash=flash)
 
 
 def build_deployment(f: Fields, ctx: Context, doc: Document, cluster: Cluster) -> tuple[Deployment, Model]:
@@ -152,6 +182,9 @@ def _check_fits(pool: Pool, model: Model, dep: Deployment, cluster: Cluster, pat
     capacity = device.hbm_bytes
     usable = capacity * (1.0 - dep.memory_reserve_fraction)
     need = share.total_bytes
+    if dep.experts.offload is not None and model.moe is not None:
+        _check_offload(pool, model, dep, cluster, share, usable)
+        return
     if need > usable:
         par = pool.parallelism
         raise SpecError(
@@ -159,6 +192,61 @@ def _check_fits(pool: Pool, model: Model, dep: Deployment, cluster: Cluster, pat
             f"{gb(need)} of weights per device; {device.name} has {gb(usable)} usable of {gb(capacity)} "
             f"({dep.memory_reserve_fraction:.0%} reserved): short by {gb(need - usable)}",
             path=f"{path}.parallelism", expected="a deployment whose weights fit (more ep/tp/pp, or smaller dtypes)")
+
+
+def _check_offload(pool: Pool, model: Model, dep: Deployment, cluster: Cluster, share: WeightShare,
+                   usable: float) -> None:
+    """With an expert cache: dense weights + the cache fit in device memory, and the experts
+    left out fit in host DRAM (``backing: dram``, this device's share of the node's DRAM) or
+    on the node's flash (``backing: flash``)."""
+    off = dep.experts.offload
+    assert off is not None
+    path = "deployment.experts.offload"
+    layers = math.ceil(model.num_moe_layers / pool.parallelism.pp)
+    local = share.experts_per_device
+    one = share.experts_bytes / (layers * local) if layers * local else 0.0
+    cached = off.cached_experts(local_experts=local, layers=layers, expert_bytes=one)
+    resident = cached * one
+    offloaded = share.experts_bytes - resident
+    device = cluster.device_at(pool.first_device)
+    need = share.total_bytes - offloaded
+    what = "hbm_experts" if off.hbm_experts is not None else "hbm_bytes"
+    if need > usable:
+        raise SpecError(
+            f"{model.name}: dense weights {gb(need - resident)} + expert cache {gb(resident)} ({cached} experts over "
+            f"{layers} MoE layers) need {gb(need)} per device; {device.name} has {gb(usable)} usable: short by "
+            f"{gb(need - usable)}", path=f"{path}.{what}", expected="a smaller expert cache (or more devices)",
+            found=off.hbm_experts if off.hbm_experts is not None else gb(off.hbm_bytes or 0.0))
+    node = cluster.node_of_device(pool.first_device)
+    cpu = node.cpu
+    if off.cpu_compute != "never" and (cpu is None or not cpu.compute_flop_per_s or cpu.memory is None):
+        raise SpecError(f"cpu_compute '{off.cpu_compute}' runs experts on the host CPU, but node '{node.name}' lists "
+                        "no CPU compute peak and DRAM", path=f"{path}.cpu_compute",
+                        expected="never, or a node whose cpu has compute and memory", found=off.cpu_compute)
+    if offloaded <= 0:
+        return
+    if off.backing == "dram":
+        dram = node.dram
+        if dram is None:
+            raise SpecError(f"node '{node.name}' lists no host DRAM to hold {gb(offloaded)} of offloaded experts "
+                            "per device", path=f"{path}.backing", expected="a node with cpu.memory, or backing: flash",
+                            found="dram")
+        per_device = dram.capacity_bytes * (1.0 - dep.memory_reserve_fraction) / node.device_count
+        if offloaded > per_device:
+            raise SpecError(
+                f"offloaded experts need {gb(offloaded)} of host DRAM per device; node '{node.name}' has "
+                f"{gb(per_device)} per device ({gb(dram.capacity_bytes)} over {node.device_count} devices, "
+                f"{dep.memory_reserve_fraction:.0%} reserved): short by {gb(offloaded - per_device)}",
+                path=f"{path}.backing", expected="a larger cache, backing: flash, or more host DRAM", found="dram")
+        return
+    flash = sum(st.capacity_bytes for st in node.storage)
+    if flash <= 0:
+        raise SpecError(f"node '{node.name}' lists no storage to hold the offloaded experts", path=f"{path}.backing",
+                        expected="a node with storage, or backing: dram", found="flash")
+    if offloaded * node.device_count > flash:
+        raise SpecError(f"offloaded experts need {gb(offloaded * node.device_count)} of flash on node '{node.name}', "
+                        f"which has {gb(flash)}: short by {gb(offloaded * node.device_count - flash)}",
+                        path=f"{path}.backing", expected="a larger cache or more storage", found="flash")
 
 
 def gb(x: float) -> str:

@@ -9,8 +9,13 @@ Components, per device, and the estimates behind them:
   routed experts, redundant expert replicas) plus the **quantisation scales** the payload
   dtypes leave out (:data:`SCALE_BYTES_PER_ELEM`: NVFP4 one FP8 scale per 16 elements, FP8
   one FP32 scale per 128x128 block as in DeepSeek's checkpoint, INT4 an FP16 scale and zero
-  per 128-element group). With ``offload_experts`` a fraction of the routed-expert bytes lives
-  in host DRAM instead (a second :class:`TierUse`).
+  per 128-element group). With an expert cache (``deployment.experts.offload``) the device
+  holds only the cached experts (:meth:`~hwsim.spec.deployment.ExpertOffload.cached_experts`:
+  ``hbm_experts`` per MoE layer, or as many as fit in ``hbm_bytes``); the others live in
+  host DRAM (``backing: dram``, a second :class:`TierUse`, this device's share of the node's
+  DRAM) or on flash (``backing: flash``, a :class:`TierUse` of the node's storage). The
+  explicit ``offload_experts`` fraction moves that share of the routed-expert bytes to host
+  DRAM instead (the two cannot be combined).
 * **KV cache** -- blocks of ``kv_block_tokens`` tokens x KV bytes per token *per device*:
   a pipeline stage keeps only its layers; with attention TP the KV heads of GQA/MHA are split
   over ``tp`` (a device keeps ``ceil(Hkv / tp)`` heads, so heads are duplicated once
@@ -130,6 +135,7 @@ class Footprint:
     kv_copies: float
     sequence_groups: int
     offloaded_expert_bytes: float = 0.0
+    cached_experts: int | None = None
     tiers: tuple[TierUse, ...] = ()
 
     @property
@@ -253,14 +259,18 @@ def comm_buffer_bytes(model: Model, deployment: Deployment, pool: Pool) -> float
 
 def footprint(model: Model, deployment: Deployment, pool: Pool, device: Device, *,
               host_memory: MemoryTier | None = None, devices_per_host: int = 1,
-              offload_experts: float = 0.0) -> Footprint:
+              offload_experts: float = 0.0, flash_bytes: float | None = None) -> Footprint:
     """Memory footprint of the busiest device of one replica of ``pool`` on ``device``.
 
     ``offload_experts`` (0..1) moves that fraction of the routed-expert bytes to
-    ``host_memory``, shared by ``devices_per_host`` devices. Raises
-    :class:`~hwsim.errors.InfeasibleError` naming the device, the tier and the shortfall when
-    weights, activations, buffers, the reserve and one KV block per sequence of ``max_seqs``
-    (per attention-DP group) do not fit, or offloaded experts overflow the host tier.
+    ``host_memory``, shared by ``devices_per_host`` devices; a deployment with an expert cache
+    (``experts.offload``) keeps only the cached experts on the device, the rest in
+    ``host_memory`` (``backing: dram``, checked when given) or on flash (``backing: flash``,
+    checked against ``flash_bytes``, this device's share of the node's storage, when given).
+    Raises :class:`~hwsim.errors.InfeasibleError` naming the device, the tier and the
+    shortfall when weights (dense + cache), activations, buffers, the reserve and one KV block
+    per sequence of ``max_seqs`` (per attention-DP group) do not fit, or offloaded experts
+    overflow the host tier or the flash.
     """
     if not 0.0 <= offload_experts <= 1.0:
         raise ValueError(f"offload_experts must be in [0, 1], got {offload_experts:g}")
@@ -268,6 +278,16 @@ def footprint(model: Model, deployment: Deployment, pool: Pool, device: Device, 
     share = weight_share(model, par, deployment.dtypes, deployment.experts.redundant)
     dense_scale, expert_scale = weight_scale_bytes(model, deployment, par)
     experts_total = share.experts_bytes + expert_scale
+    cache = deployment.experts.offload if model.moe is not None else None
+    cached: int | None = None
+    if cache is not None:
+        if offload_experts:
+            raise ValueError("offload_experts cannot be combined with an expert cache (experts.offload)")
+        layers = math.ceil(model.num_moe_layers / par.pp)
+        slots = layers * share.experts_per_device
+        one = experts_total / slots if slots else 0.0
+        cached = cache.cached_experts(local_experts=share.experts_per_device, layers=layers, expert_bytes=one)
+        offload_experts = 1.0 - cached / slots if slots else 0.0
     offloaded = experts_total * offload_experts
     tier = device.main_memory
     capacity = tier.capacity_bytes
@@ -281,9 +301,15 @@ def footprint(model: Model, deployment: Deployment, pool: Pool, device: Device, 
         comm_buffer_bytes=comm_buffer_bytes(model, deployment, pool),
         reserve_bytes=deployment.memory_reserve_fraction * capacity,
         kv_bytes_per_token=kv_token, kv_block_tokens=sched.kv_block_tokens, kv_blocks=0,
-        kv_copies=kv_copies(model, par), sequence_groups=par.attention_dp, offloaded_expert_bytes=offloaded)
+        kv_copies=kv_copies(model, par), sequence_groups=par.attention_dp, offloaded_expert_bytes=offloaded,
+        cached_experts=cached)
     _check_device_fits(fp, model, math.ceil(sched.max_seqs / par.attention_dp))
-    host = _host_use(fp, deployment, host_memory, devices_per_host, model) if offloaded > 0 else None
+    host = None
+    backing = "dram" if cache is None else cache.backing
+    if offloaded > 0 and backing == "dram" and (cache is None or host_memory is not None):
+        host = _host_use(fp, deployment, host_memory, devices_per_host, model)
+    elif offloaded > 0 and backing == "flash" and flash_bytes is not None:
+        host = _flash_use(fp, flash_bytes, model)
     blocks = int(fp.kv_free_bytes // fp.kv_bytes_per_block)
     device_use = TierUse(tier=tier.name, capacity_bytes=capacity, weights_bytes=fp.weights_bytes,
                          runtime_bytes=fp.runtime_bytes, kv_bytes=blocks * fp.kv_bytes_per_block)
@@ -293,10 +319,11 @@ def footprint(model: Model, deployment: Deployment, pool: Pool, device: Device, 
 
 def node_footprint(node: Node, model: Model, deployment: Deployment, pool: Pool, *,
                    offload_experts: float = 0.0) -> Footprint:
-    """:func:`footprint` on a node's device, offloading to the node's host DRAM (shared by all
-    of its devices)."""
+    """:func:`footprint` on a node's device, offloading to the node's host DRAM or flash (shared
+    by all of its devices)."""
+    flash = sum(st.capacity_bytes for st in node.storage) / node.device_count
     return footprint(model, deployment, pool, node.device, host_memory=node.dram,
-                     devices_per_host=node.device_count, offload_experts=offload_experts)
+                     devices_per_host=node.device_count, offload_experts=offload_experts, flash_bytes=flash)
 
 
 def _gb(x: float) -> str:
@@ -335,3 +362,12 @@ def _host_use(fp: Footprint, deployment: Deployment, host: MemoryTier | None, sh
             f"short by {_gb(need - capacity)}")
     return TierUse(tier=host.name, capacity_bytes=capacity, weights_bytes=fp.offloaded_expert_bytes,
                    runtime_bytes=reserve)
+
+
+def _flash_use(fp: Footprint, flash_bytes: float, model: Model) -> TierUse:
+    if fp.offloaded_expert_bytes > flash_bytes:
+        raise InfeasibleError(
+            f"{model.name} on {fp.device_name} (pool '{fp.pool_name}', tier 'flash'): offloaded experts "
+            f"{_gb(fp.offloaded_expert_bytes)} exceed this device's share of the node's flash ({_gb(flash_bytes)}): "
+            f"short by {_gb(fp.offloaded_expert_bytes - flash_bytes)}")
+    return TierUse(tier="flash", capacity_bytes=flash_bytes, weights_bytes=fp.offloaded_expert_bytes)

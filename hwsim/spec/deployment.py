@@ -17,6 +17,12 @@ POOL_ROLES = ("unified", "prefill", "decode")
 OVERLAP_MODES = ("none", "two-microbatch", "fine-grained")
 SCHEDULER_POLICIES = ("fcfs", "priority")
 PLACEMENTS = ("contiguous", "round-robin", "eplb", "file")
+OFFLOAD_SCOPES = ("layer", "device")
+OFFLOAD_POLICIES = ("lru", "lfu", "fifo", "static", "window")
+OFFLOAD_BACKINGS = ("dram", "flash")
+PREFETCH_SOURCES = ("none", "predictor", "pre-attention")
+CPU_COMPUTE_MODES = ("never", "always", "auto")
+FLASH_READS = ("row", "bundle", "expert")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -139,17 +145,133 @@ class RoutingRef:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Prefetch:
+    """Fetching a layer's missing experts before the layer needs them.
+
+    ``source``: ``none``; ``predictor`` (a gate predictor guesses layer ``l``'s experts while
+    layer ``l - 1`` computes: Pre-gated MoE, Fate's cross-layer gate); ``pre-attention``
+    (SmallThinker: the router runs before attention, so layer ``l``'s fetch overlaps layer
+    ``l``'s attention). ``accuracy``: the share of a layer's missing experts predicted right;
+    the same number of experts is prefetched, so the wrong guesses cost bandwidth and take
+    cache slots.
+    """
+
+    source: str = "none"
+    accuracy: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.source not in PREFETCH_SOURCES:
+            raise ValueError(f"source must be one of {', '.join(PREFETCH_SOURCES)}, got {self.source!r}")
+        if not 0.0 <= self.accuracy <= 1.0:
+            raise ValueError(f"accuracy must be in [0, 1], got {self.accuracy:g}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.source != "none"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlashReads:
+    """How experts are read from flash (LLM in a flash, Alizadeh et al. 2024).
+
+    ``read``: ``row`` (one weight row of one matrix per read request), ``bundle`` (row-column
+    bundling: the rows of one neuron in every FFN matrix stored together, one request),
+    ``expert`` (a whole expert stored contiguously, one request). ``queue_depth`` read
+    requests are in flight at once. ``window_tokens``: experts used in the last that many
+    engine steps stay in host DRAM (the paper's windowing), so a miss on one of them is
+    fetched from DRAM, not flash.
+    """
+
+    read: str = "expert"
+    queue_depth: int = 32
+    window_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.read not in FLASH_READS:
+            raise ValueError(f"read must be one of {', '.join(FLASH_READS)}, got {self.read!r}")
+        if self.queue_depth < 1:
+            raise ValueError(f"queue_depth must be >= 1, got {self.queue_depth}")
+        if self.window_tokens < 0:
+            raise ValueError(f"window_tokens must be >= 0, got {self.window_tokens}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpertOffload:
+    """Only some routed experts live in device memory (an expert cache); the rest in host
+    DRAM or on flash.
+
+    The cache holds ``hbm_experts`` experts per MoE layer on each device, or as many as fit
+    in ``hbm_bytes`` of the device (exactly one of the two). ``scope``: ``layer`` (one cache
+    per MoE layer) or ``device`` (one cache shared by the device's MoE layers, SmallThinker
+    style). ``policy`` evicts (``window`` keeps the experts used in the last ``window``
+    steps). ``backing``: where the other experts live. ``cpu_compute``: run a missed expert
+    on the host CPU ``never``, ``always``, or when faster (``auto``, Fiddler's rule).
+    """
+
+    hbm_experts: int | None = None
+    hbm_bytes: float | None = None
+    scope: str = "layer"
+    policy: str = "lru"
+    window: int = 1
+    backing: str = "dram"
+    prefetch: Prefetch = Prefetch()
+    cpu_compute: str = "never"
+    flash: FlashReads = FlashReads()
+
+    def __post_init__(self) -> None:
+        if (self.hbm_experts is None) == (self.hbm_bytes is None):
+            raise ValueError("give exactly one of hbm_experts and hbm_bytes")
+        if self.hbm_experts is not None and self.hbm_experts < 0:
+            raise ValueError(f"hbm_experts must be >= 0, got {self.hbm_experts}")
+        if self.hbm_bytes is not None and self.hbm_bytes < 0:
+            raise ValueError(f"hbm_bytes must be >= 0, got {self.hbm_bytes:g}")
+        if self.scope not in OFFLOAD_SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(OFFLOAD_SCOPES)}, got {self.scope!r}")
+        if self.policy not in OFFLOAD_POLICIES:
+            raise ValueError(f"policy must be one of {', '.join(OFFLOAD_POLICIES)}, got {self.policy!r}")
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1, got {self.window}")
+        if self.backing not in OFFLOAD_BACKINGS:
+            raise ValueError(f"backing must be one of {', '.join(OFFLOAD_BACKINGS)}, got {self.backing!r}")
+        if self.cpu_compute not in CPU_COMPUTE_MODES:
+            raise ValueError(f"cpu_compute must be one of {', '.join(CPU_COMPUTE_MODES)}, got {self.cpu_compute!r}")
+
+    def cached_experts(self, *, local_experts: int, layers: int, expert_bytes: float) -> int:
+        """Experts the cache of one device holds over its ``layers`` MoE layers, at most all
+        ``local_experts`` of each layer. ``expert_bytes``: one expert's bytes on the device.
+
+        With ``hbm_bytes`` and ``scope: layer`` every layer gets the same whole number of slots.
+
+        >>> ExpertOffload(hbm_bytes=10e9).cached_experts(local_experts=8, layers=4, expert_bytes=1e9)
+        8
+        >>> ExpertOffload(hbm_bytes=10e9, scope="device").cached_experts(local_experts=8, layers=4, expert_bytes=1e9)
+        10
+        """
+        if self.hbm_experts is not None:
+            total = self.hbm_experts * layers
+        else:
+            assert self.hbm_bytes is not None
+            total = int(self.hbm_bytes // expert_bytes) if expert_bytes > 0 else local_experts * layers
+            if self.scope == "layer":
+                total = total // max(layers, 1) * layers
+        return max(0, min(total, local_experts * layers))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ExpertConfig:
     """Expert placement and routing.
 
     ``placement`` is a strategy name or ``file`` with ``placement_file`` (the format the
     placement planner writes); ``redundant`` extra expert replicas per MoE layer (EPLB).
+    ``offload``: an expert cache in device memory over host DRAM or flash (None: every
+    expert resident).
     """
 
     placement: str = "contiguous"
     placement_file: str | None = None
     redundant: int = 0
     routing: RoutingRef = RoutingRef()
+    offload: ExpertOffload | None = None
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
