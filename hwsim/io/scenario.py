@@ -10,6 +10,7 @@ from hwsim.errors import SpecError
 from hwsim.io.build_deployment import build_deployment
 from hwsim.io.fields import Fields
 from hwsim.io.load import Context, _ensure_builders
+from hwsim.io.placement import deployment_placement
 from hwsim.io.source import Document, read_document
 from hwsim.io.validate import check_schema
 from hwsim.spec.scenario import Scenario
@@ -48,4 +49,9 @@ def build_scenario(doc: Document, ctx: Context, input_hashes: dict[str, str]) ->
         if err.file is not None:
             raise
         raise doc.error(err) from None
-    return Scenario(cluster=cluster, model=model, deployment=deployment, input_hashes=dict(input_hashes))
+    hashes = dict(input_hashes)
+    placed = deployment_placement(doc, deployment, model)
+    if placed is not None:
+        hashes[str(placed[1])] = file_sha256(placed[1])
+    return Scenario(cluster=cluster, model=model, deployment=deployment, input_hashes=hashes,
+                    placement=placed[0] if placed is not None else None)
