@@ -233,12 +233,13 @@ class StepCost:
             ops=tuple(records))
 
 
-def link_traffic(step: StepCost, batch: Batch) -> dict[tuple[str, str], float]:
+def link_traffic(step: StepCost, batch: Batch, *, ep: bool = True) -> dict[tuple[str, str], float]:
     """Bytes each directed link of the cluster carries during one step of ``batch``.
 
     Sums, over the step's MoE layers, the EP dispatch and combine of the batch's tokens under
-    uniform routing (normal mode with prefill, low-latency otherwise) and, over all layers,
-    the TP all-reduces; for reports (the per-link traffic matrix), not for timing.
+    uniform routing (normal mode with prefill, low-latency otherwise; left out with
+    ``ep=False``) and, over all layers, the TP all-reduces; for reports (the per-link traffic
+    matrix), not for timing.
     """
     par, model = step.pool.parallelism, step.model
     coll, g = step.collectives, step.groups
@@ -254,7 +255,7 @@ def link_traffic(step: StepCost, batch: Batch) -> dict[tuple[str, str], float]:
         per_rank = tokens / par.attention_dp
         add(coll.all_reduce(g.tp, per_rank * h * act), 2 * model.num_layers)
     moe = model.moe
-    if moe is not None and par.ep > 1:
+    if ep and moe is not None and par.ep > 1:
         ranks = list(g.ep)
         mode = "normal" if batch.num_prefill else "low-latency"
         for combine in (False, True):

@@ -85,13 +85,42 @@ class PoolInfo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class RankLoad:
+    """Expert work each EP rank of a pool did in the sampled MoE layers, over the whole run.
+
+    ``tokens[i, r]``: token-expert assignments rank ``r`` served in MoE layer ``layers[i]``
+    (summed over the pool's replicas and steps; replicas of an expert split its tokens);
+    ``steps[i]``: the steps that sampled layer ``layers[i]``.
+    """
+
+    pool: str
+    placement: str
+    layers: tuple[int, ...]
+    tokens: np.ndarray
+    steps: np.ndarray
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinkUse:
+    """Bytes the EP dispatch and combine put on one directed link over the run."""
+
+    src: str
+    dst: str
+    kind: str
+    bandwidth_bytes_per_s: float
+    bytes: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SimResult:
     """Everything a simulation produced (frozen; ``report`` turns it into files).
 
     ``requests`` and ``steps`` are column dicts (see :data:`REQUEST_COLUMNS`,
     :data:`STEP_COLUMNS`); ``expert_load`` is per (MoE layer sample, expert) token counts
     accumulated over the run when routing was sampled; ``link_bytes`` the bytes each directed
-    link carried (KV transfers and, when measured, all-to-all).
+    link carried (KV transfers and, when measured, all-to-all); ``rank_loads`` the expert
+    work per EP rank of each pool with ``ep > 1``; ``ep_links`` the EP all-to-all bytes per
+    link under the run's skewed, placed routing.
     """
 
     requests: dict[str, np.ndarray]
@@ -106,3 +135,5 @@ class SimResult:
     link_bytes: dict[tuple[str, str], float] = field(default_factory=dict)
     comm_fraction: float = 0.0
     metadata: dict[str, object] = field(default_factory=dict)
+    rank_loads: tuple[RankLoad, ...] = ()
+    ep_links: tuple[LinkUse, ...] = ()

@@ -22,7 +22,15 @@ from hwsim.perf.memory import footprint
 from hwsim.perf.power import idle_power_w, power_limit_w
 from hwsim.perf.step import StepCost
 from hwsim.sim.engine import Seq, StepPlan
-from hwsim.sim.metrics import REQUEST_COLUMNS, STEP_COLUMNS, Columns, PoolInfo, Rejection, SimResult
+from hwsim.sim.metrics import (
+    REQUEST_COLUMNS,
+    STEP_COLUMNS,
+    Columns,
+    LinkUse,
+    PoolInfo,
+    Rejection,
+    SimResult,
+)
 from hwsim.sim.replica import Replica
 from hwsim.sim.router import ROUTERS
 from hwsim.workload.request import Request
@@ -55,6 +63,8 @@ class Simulation:
         self.step_tokens = [[0, 0] for _ in scenario.deployment.pools]  # tokens of steps with / without prefill
         # sampled expert loads accumulate here (see hwsim.sim.routing)
         self.expert_load: np.ndarray | None = getattr(imbalance_sampler_factory, "expert_load", None)
+        self.sampling = imbalance_sampler_factory
+        self.ep_link_bytes: dict[tuple[str, str], float] = {}
         self.rng = np.random.default_rng(seeds.spawn(1)[0])
         self.pools: list[list[Replica]] = []
         self.infos: list[PoolInfo] = []
@@ -223,20 +233,40 @@ class Simulation:
         Under a fixed traffic pattern each link's bytes are linear in the step's tokens, so the
         per-token traffic of one replica is measured once per pool and mode (DeepEP normal with
         prefill, low-latency without) and scaled by the tokens the pool's steps processed; the
-        pattern is the uniform-routing one, and the replica's links stand for its copies.
+        pattern is the uniform-routing one, and the replica's links stand for its copies. When the
+        expert sampler can cost the EP part under the run's skewed routing and the pool's
+        placement (``ep_link_bytes``, see :mod:`hwsim.sim.routing`), that replaces the uniform
+        EP pattern and is also kept apart in ``ep_link_bytes`` for the hotspot table.
         """
         from hwsim.perf.batch import Batch
         from hwsim.perf.step import link_traffic
+        from hwsim.spec.dtypes import bytes_per_elem
 
         ref = 1024
+        placed = hasattr(self.sampling, "ep_link_bytes") and self.sc.model.moe is not None
+        token_bytes = self.sc.model.hidden_size * bytes_per_elem(self.sc.deployment.dtypes.activations)
         for pi, replicas in enumerate(self.pools):
             cost = replicas[0].cost
+            skewed = placed and cost.pool.parallelism.ep > 1
             for mode, batch in ((0, Batch.prefill(1, ref)), (1, Batch.decode(ref, ref))):
                 tokens = self.step_tokens[pi][mode]
                 if tokens == 0:
                     continue
-                for edge, b in link_traffic(cost, batch).items():
+                for edge, b in link_traffic(cost, batch, ep=not skewed).items():
                     self.link_bytes[edge] = self.link_bytes.get(edge, 0.0) + b * tokens / ref
+            if skewed:
+                tokens_by_mode = {"normal": float(self.step_tokens[pi][0]), "low-latency": float(self.step_tokens[pi][1])}
+                for edge, b in self.sampling.ep_link_bytes(cost.pool, tokens_by_mode, token_bytes).items():
+                    self.link_bytes[edge] = self.link_bytes.get(edge, 0.0) + b
+                    self.ep_link_bytes[edge] = self.ep_link_bytes.get(edge, 0.0) + b
+
+    def _ep_links(self) -> tuple[LinkUse, ...]:
+        """The EP bytes per link with what the link is, busiest first."""
+        graph = self.sc.cluster.graph()
+        rows = [LinkUse(src=u, dst=v, kind=str(graph.edges[u, v].get("kind", "")),
+                        bandwidth_bytes_per_s=float(graph.edges[u, v]["bandwidth_bytes_per_s"]), bytes=b)
+                for (u, v), b in self.ep_link_bytes.items() if b > 0]
+        return tuple(sorted(rows, key=lambda r: (-r.bytes, r.src, r.dst)))
 
     def result(self, wall_s: float) -> SimResult:
         for s in list(self.live.values()):
@@ -248,7 +278,9 @@ class Simulation:
                          sim_time_s=self.env.now, wall_time_s=wall_s, events=self.events, seed=self.seed,
                          rejections=tuple(self.rejections), link_bytes=dict(sorted(self.link_bytes.items())),
                          expert_load=None if self.expert_load is None else self.expert_load.copy(),
-                         comm_fraction=self.comm_s / busy if busy > 0 else 0.0)
+                         comm_fraction=self.comm_s / busy if busy > 0 else 0.0,
+                         rank_loads=self.sampling.rank_loads() if hasattr(self.sampling, "rank_loads") else (),
+                         ep_links=self._ep_links())
 
 
 def simulate(scenario: Scenario, requests: Iterable[Request], *, seed: int = 0, duration_s: float | None = None,
