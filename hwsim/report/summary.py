@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from hwsim.report.experts import device_load_stats, hotspot_rows
 from hwsim.sim.metrics import PoolInfo, SimResult
 
 QUANTILES = (50.0, 90.0, 99.0)
@@ -364,7 +365,8 @@ def _energy_and_cost(result: SimResult) -> dict[str, Any]:
 
 
 def _experts(result: SimResult, keep: np.ndarray) -> dict[str, Any]:
-    """Step imbalance (busiest EP rank / mean) and, when sampled, expert load max / mean per row."""
+    """Step imbalance (busiest EP rank / mean) and, when sampled, expert load max / mean per row;
+    per-device load per pool and the busiest EP links when recorded (:mod:`hwsim.report.experts`)."""
     steps = result.steps
     imb = steps["imbalance"][keep & ((steps["prefill_tokens"] > 0) | (steps["decode_seqs"] > 0))]
     imb = imb.astype(np.float64)
@@ -383,6 +385,10 @@ def _experts(result: SimResult, keep: np.ndarray) -> dict[str, Any]:
             ratio = load[rows].max(axis=1) / mean[rows]
             out["expert_load_max_over_mean_mean"] = float(ratio.mean())
             out["expert_load_max_over_mean_max"] = float(ratio.max())
+    if result.rank_loads:
+        out["devices"] = device_load_stats(result)
+    if result.ep_links:
+        out["ep_hotspots"] = hotspot_rows(result, top=10)
     return out
 
 

@@ -1,7 +1,9 @@
 """Write a simulation's outputs to a folder, and say the headline numbers in a few lines.
 
 ``write_outputs`` writes ``summary.json``, ``requests.csv`` (or ``.parquet``) and
-``timeseries.csv``, and on request ``plots/*.png`` and ``timeline.json``; every file is written
+``timeseries.csv`` (plus ``expert_devices.csv`` and ``link_hotspots.csv`` when the run recorded
+per-device expert load and EP link traffic), and on request ``plots/*.png`` and
+``timeline.json``; every file is written
 atomically, so an interrupted run never leaves a half-written file.
 """
 
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsim.errors import SpecError
+from hwsim.report.experts import experts_line, write_expert_tables
 from hwsim.report.tables import timeseries, write_requests, write_timeseries
 from hwsim.report.timeline import MAX_EVENTS, write_timeline
 from hwsim.sim.metrics import SimResult
@@ -55,8 +58,8 @@ def write_outputs(
     """Write every output of ``result`` into ``out_dir`` (created if missing).
 
     Returns the paths written: ``summary.json``, ``requests.csv`` or ``requests.parquet``,
-    ``timeseries.csv``, then ``plots/*.png`` when ``plots`` and ``timeline.json`` when
-    ``timeline``.
+    ``timeseries.csv``, ``expert_devices.csv`` and ``link_hotspots.csv`` when the result has
+    their data, then ``plots/*.png`` when ``plots`` and ``timeline.json`` when ``timeline``.
     """
     if requests_format not in REQUESTS_FORMATS:
         raise SpecError("unknown requests format", path="requests_format",
@@ -68,6 +71,7 @@ def write_outputs(
         write_requests(result, out / f"requests.{requests_format}"),
         write_timeseries(ts, out / "timeseries.csv"),
     ]
+    written += write_expert_tables(result, out)
     if plots:
         from hwsim.report.plots import plot_all
 
@@ -161,4 +165,4 @@ def summary_text(summary_dict: Mapping[str, Any]) -> str:
                            if usd is not None else "no price for every pool"),
         f"simulator    {_num(run.get('events'), ',')} events in {_q(run.get('wall_time_s'), Dim.TIME)} "
         f"({_num(run.get('events_per_s'))} events/s), {_num(run.get('speedup'), ',.1f')}x faster than real time",
-    ])
+    ] + [line for line in (experts_line(s),) if line is not None])
