@@ -172,8 +172,10 @@ def _check_divisibility(pool: Pool, model: Model, dep: Deployment, path: str) ->
     experts = model.moe.num_experts + dep.experts.redundant
     if experts % par.ep:
         raise SpecError(
-            f"ep={par.ep} does not divide the {model.moe.num_experts} experts (+{dep.experts.redundant} redundant) "
-            f"of {model.name}", path=f"{path}.ep", expected=f"a divisor of {experts}", found=par.ep)
+            f"ep={par.ep} does not divide the {model.moe.num_experts} experts + experts.redundant "
+            f"{dep.experts.redundant} = {experts} expert slots of {model.name} (each rank needs as many)",
+            path=f"{path}.ep", expected=f"a divisor of {experts}, or experts.redundant making "
+            f"{model.moe.num_experts} + redundant a multiple of {par.ep}", found=par.ep)
 
 
 def _check_fits(pool: Pool, model: Model, dep: Deployment, cluster: Cluster, path: str) -> None:
@@ -190,7 +192,9 @@ def _check_fits(pool: Pool, model: Model, dep: Deployment, cluster: Cluster, pat
         raise SpecError(
             f"{model.name} ({dep.dtypes.weights} weights) with tp={par.tp}, ep={par.ep}, pp={par.pp} needs "
             f"{gb(need)} of weights per device; {device.name} has {gb(usable)} usable of {gb(capacity)} "
-            f"({dep.memory_reserve_fraction:.0%} reserved): short by {gb(need - usable)}",
+            f"({dep.memory_reserve_fraction:.0%} reserved): short by {gb(need - usable)}"
+            + (f" (experts.redundant {dep.experts.redundant} makes {share.experts_per_device} expert slots per "
+               "MoE layer per device)" if dep.experts.redundant else ""),
             path=f"{path}.parallelism", expected="a deployment whose weights fit (more ep/tp/pp, or smaller dtypes)")
 
 

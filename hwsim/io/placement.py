@@ -24,42 +24,24 @@ field path (``layers[3].ranks[5][2]``).
 from __future__ import annotations
 
 import json
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-
 from hwsim.errors import SpecError
 from hwsim.io.source import Document, read_document
-from hwsim.io.validate import _describe
+from hwsim.io.validate import check_schema
 from hwsim.spec.deployment import Deployment
 from hwsim.spec.model import Model
 from hwsim.spec.placement import PlacementTable, RankSlots
 
-__all__ = ["load_placement", "placement_from_document", "deployment_placement", "dump_placement",
-           "placement_schema"]
-
-
-@cache
-def placement_schema() -> dict[str, Any]:
-    """The JSON Schema of placement files."""
-    text = resources.files("hwsim.io.schemas").joinpath("v1/placement.json").read_text(encoding="utf-8")
-    result: dict[str, Any] = json.loads(text)
-    return result
-
-
-@cache
-def _validator() -> jsonschema.protocols.Validator:
-    cls = jsonschema.validators.validator_for(placement_schema())
-    return cls(placement_schema())
+__all__ = ["load_placement", "placement_from_document", "deployment_placement", "dump_placement"]
 
 
 def _check_schema(doc: Document) -> None:
-    errors = list(_validator().iter_errors(doc.data))
-    if errors:
-        raise doc.error(_describe(jsonschema.exceptions.best_match(errors))) from None
+    try:
+        check_schema(doc.data, "placement")
+    except SpecError as err:
+        raise doc.error(err) from None
 
 
 def load_placement(path: str | Path, *, num_experts: int | None = None,

@@ -12,7 +12,7 @@ import jsonschema
 from hwsim.errors import SpecError
 from hwsim.registry import suggest
 
-SCHEMA_KINDS = ("device", "node", "cluster", "model", "deployment", "trace", "sweep")
+SCHEMA_KINDS = ("device", "node", "cluster", "model", "deployment", "trace", "sweep", "placement")
 
 
 @cache
