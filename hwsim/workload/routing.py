@@ -66,6 +66,8 @@ from hwsim.workload.routing_loads import (
     rank_loads,
     round_robin_placement,
 )
+from hwsim.workload.routing_locality import CorrelatedRouting, wrap
+from hwsim.workload.routing_mixture import WRAPPER_KEYS, MixtureRouting
 from hwsim.workload.routing_popularity import PopularityRouting, UniformRouting, ZipfRouting
 
 __all__ = [
@@ -74,6 +76,8 @@ __all__ = [
     "PopularityRouting",
     "UniformRouting",
     "ZipfRouting",
+    "MixtureRouting",
+    "CorrelatedRouting",
     "ROUTING_MODELS",
     "make_routing",
     "ExpertPlacement",
@@ -94,4 +98,7 @@ def make_routing(ref: RoutingRef, moe: MoESpec, *, path: str = "experts.routing"
         e.g. ``experts.routing.skew``), or a MoE structure the model cannot serve.
     """
     cls = ROUTING_MODELS.get(ref.model, path=join_path(path, "model"))
-    return cls.from_params(ref.params, moe, path=path)
+    params = dict(ref.params)
+    extra = {key: params.pop(key) for key in WRAPPER_KEYS if key in params}
+    base = cls.from_params(params, moe, path=path)
+    return wrap(base, extra, path) if extra else base

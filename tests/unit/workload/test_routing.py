@@ -201,12 +201,24 @@ def test_layers_may_be_a_count_or_indices():
         model.expert_counts(_rng(), 10, [-1])
 
 
-def test_models_satisfy_the_protocol():
+def _example_params(name: str, folder) -> dict:
+    if name == "zipf":
+        return {"skew": 1.0}
+    if name == "mixture":
+        return {"components": [{"weight": 1, "model": "uniform"}]}
+    if name == "trace":
+        path = folder / "counts.npz"
+        np.savez(path, counts=np.ones((2, 256)))
+        return {"file": str(path), "mode": "histogram"}
+    return {}
+
+
+def test_models_satisfy_the_protocol(tmp_path):
     for name in ROUTING_MODELS:
-        ref = RoutingRef(model=name, params={"skew": 1.0} if name == "zipf" else {})
-        model = make_routing(ref, _moe())
+        model = make_routing(RoutingRef(model=name, params=_example_params(name, tmp_path)), _moe())
         assert isinstance(model, RoutingModel)
         assert (model.num_experts, model.top_k) == (256, 8)
+        assert model.step_counts(_rng(), 10, 1).sum() == 80
 
 
 # ---------------------------------------------------------------- uniform and zipf
@@ -397,7 +409,7 @@ def test_unknown_model_lists_the_choices():
         make_routing(RoutingRef(model="zpif"), _moe())
     text = str(err.value)
     assert "experts.routing.model" in text and "uniform, zipf" in text and "did you mean 'zipf'" in text
-    assert set(ROUTING_MODELS.names()) == {"uniform", "zipf"}
+    assert {"uniform", "zipf", "mixture"} <= set(ROUTING_MODELS.names())
 
 
 @pytest.mark.parametrize(
