@@ -292,89 +292,98 @@ class OffloadCost:
         One entry per expert brought in: its MoE ``layer``, ``expert`` id, the step's
         ``tokens`` that picked it (0 for a wrong prefetch guess), whether it comes from
         ``flash``, and whether it was ``prefetched``. ``gpu_layer_s`` is :meth:`gpu_layer_s` of
-        the step's token counts; ``window_s`` the compute a prefetch can hide behind.
+        the step's token counts; ``window_s`` the compute a prefetch can hide behind. All the
+        step's layers are evaluated together (one contended-transfer evaluation for all).
         """
-        R = self.ranks
-        dram = np.zeros(R)
-        flash_b = np.zeros(R)
-        act = np.zeros(R)
-        total = cpu_total = hidden = 0.0
-        cpu_n = fetched = pre_n = 0
+        R, b = self.ranks, self.shape.bytes
         layer = np.asarray(layer, dtype=np.int64)
+        n_layers = gpu_layer_s.shape[0]
+        dram, flash_b, act = np.zeros(R), np.zeros(R), np.zeros(R)
         if layer.size == 0:
             return OffloadStep(time_s=0.0, cpu_experts=0, cpu_s=0.0, fetched_experts=0, prefetched_experts=0,
                                hidden_s=0.0, dram_bytes=dram, flash_bytes=flash_b, activation_bytes=act)
         rank = self.rank_of_expert[np.asarray(expert, dtype=np.int64)]
         tokens = np.asarray(tokens, dtype=np.int64)
-        flash = np.asarray(flash, dtype=bool)
+        fl = np.asarray(flash, dtype=bool)
         pre = np.asarray(prefetched, dtype=bool)
-        b = self.shape.bytes
-        for lay in np.unique(layer):
-            sel = layer == lay
-            r, s, fl, p = rank[sel], tokens[sel], flash[sel], pre[sel]
-            g_all = gpu_layer_s[lay]
-            vis = 0.0
-            if p.any():
-                pb = np.bincount(r[p], minlength=R) * b
-                pf = np.bincount(r[p], weights=fl[p], minlength=R) * b
-                busy = float(self.move_s(pb[None], pf[None])[0])
-                vis = max(0.0, busy - window_s)
-                hidden += busy - vis
-                dram += pb
-                flash_b += pf
-                pre_n += int(p.sum())
-            d = ~p
-            extra, k_cpu, order, c = self._split(r[d], s[d], fl[d], g_all, vis)
+        # prefetched experts: busy time of each layer's prefetch, the part beyond the window is visible
+        vis = np.zeros(n_layers)
+        hidden = 0.0
+        if pre.any():
+            key = layer[pre] * R + rank[pre]
+            pb = np.bincount(key, minlength=n_layers * R).reshape(n_layers, R) * b
+            pf = np.bincount(key, weights=fl[pre], minlength=n_layers * R).reshape(n_layers, R) * b
+            rows = np.flatnonzero(pb.sum(axis=1) > 0)
+            busy = self.move_s(pb[rows], pf[rows] if self.offload.backing == "flash" else None)
+            vis[rows] = np.maximum(busy - window_s, 0.0)
+            hidden = float((busy - vis[rows]).sum())
+            dram += pb.sum(axis=0)
+            flash_b += pf.sum(axis=0)
+        d = ~pre
+        total = float(vis[np.setdiff1d(np.unique(layer[pre]), layer[d])].sum())
+        cpu_n, cpu_s, fetched = 0, 0.0, int(d.sum())
+        if fetched:
+            extra, on_cpu, c = self._on_demand(layer[d], rank[d], tokens[d], fl[d], gpu_layer_s, vis)
             total += extra
-            if k_cpu:
-                on_cpu = order[:k_cpu]
-                cpu_n += k_cpu
-                cpu_total += float(c[on_cpu].sum())
-                np.add.at(act, r[d][on_cpu], 2.0 * s[d][on_cpu] * self.shape.token_bytes)
-            rest = order[k_cpu:]
-            fetched += rest.size
-            np.add.at(dram, r[d][rest], b)
-            np.add.at(flash_b, r[d][rest], b * fl[d][rest])
-        return OffloadStep(time_s=total, cpu_experts=cpu_n, cpu_s=cpu_total, fetched_experts=fetched,
-                           prefetched_experts=pre_n, hidden_s=hidden, dram_bytes=dram, flash_bytes=flash_b,
+            cpu_n = int(on_cpu.sum())
+            fetched -= cpu_n
+            cpu_s = float(c[on_cpu].sum())
+            rd, sd, fd = rank[d], tokens[d], fl[d]
+            np.add.at(act, rd[on_cpu], 2.0 * sd[on_cpu] * self.shape.token_bytes)
+            np.add.at(dram, rd[~on_cpu], b)
+            np.add.at(flash_b, rd[~on_cpu], b * fd[~on_cpu])
+        return OffloadStep(time_s=total, cpu_experts=cpu_n, cpu_s=cpu_s, fetched_experts=fetched,
+                           prefetched_experts=int(pre.sum()), hidden_s=hidden, dram_bytes=dram, flash_bytes=flash_b,
                            activation_bytes=act)
 
-    def _split(self, r: np.ndarray, s: np.ndarray, fl: np.ndarray, g_all: np.ndarray,
-               vis: float) -> tuple[float, int, np.ndarray, np.ndarray]:
-        """(extra seconds, experts on the CPU, order, CPU time of each) for one layer's on-demand
-        misses: the first ``k`` of ``order`` run on the CPU."""
-        m = r.size
-        mode = self.offload.cpu_compute
-        g_max = float(g_all.max(initial=0.0))
-        if m == 0:
-            return max(0.0, vis), 0, np.zeros(0, np.int64), np.zeros(0)
-        b = self.shape.bytes
-        g = self.gpu_s(s)
-        c = self.cpu_s(s) + self.flash_s(np.where(fl, b, 0.0))
-        if mode == "never" or not self.cpu_available:
-            ks = np.array([0])
-            order = np.arange(m)
+    def _on_demand(self, layer: np.ndarray, rank: np.ndarray, tokens: np.ndarray, fl: np.ndarray,
+                   gpu_layer_s: np.ndarray, vis: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """(seconds added, which misses run on the CPU, CPU time of each) for on-demand misses.
+
+        Per layer the misses are ordered most CPU-favourable first (Fiddler's comparison,
+        ``cpu - (fetch + gpu)``) and the first ``k`` run on the CPU: ``k = 0`` (never), all
+        (always) or, for ``auto``, the ``k`` that makes the layer fastest.
+        """
+        R, b, n = self.ranks, self.shape.bytes, layer.size
+        mode = "never" if not self.cpu_available else self.offload.cpu_compute
+        g = self.gpu_s(tokens)
+        flash_one = self.flash_s(np.array([b]))[0] if self.offload.backing == "flash" else 0.0
+        c = self.cpu_s(tokens) + np.where(fl, flash_one, 0.0)
+        benefit = c - (self.fetch_one_s + np.where(fl, flash_one, 0.0) + g) if mode != "never" else np.zeros(n)
+        order = np.lexsort((benefit, layer))
+        lay, rk = layer[order], rank[order]
+        groups, start, count = np.unique(lay, return_index=True, return_counts=True)
+        nth = np.arange(n) - np.repeat(start, count)            # position of each miss in its layer
+        onehot = np.zeros((n, R))
+        onehot[np.arange(n), rk] = b
+        cum_b = np.vstack([np.zeros(R), np.cumsum(onehot, axis=0)])
+        cum_f = np.vstack([np.zeros(R), np.cumsum(onehot * fl[order][:, None], axis=0)])
+        g_on = np.zeros((n, R))
+        g_on[np.arange(n), rk] = g[order]
+        cum_g = np.vstack([np.zeros(R), np.cumsum(g_on, axis=0)])
+        cum_c = np.concatenate([[0.0], np.cumsum(c[order])])
+        if mode == "auto":
+            grp = np.repeat(np.arange(groups.size), count + 1)
+            k = np.arange(grp.size) - np.repeat(np.cumsum(count + 1) - (count + 1), count + 1)
         else:
-            f_one = self.fetch_one_s + np.where(fl, self.flash_s(np.array([b]))[0], 0.0)
-            order = np.argsort(c - (f_one + g), kind="stable")
-            ks = np.array([m]) if mode == "always" else np.arange(m + 1)
-        ro, fo, go, co = r[order], fl[order], g[order], c[order]
-        # bytes per rank of the fetched remainder after k experts go to the CPU
-        onehot = np.zeros((m, self.ranks))
-        onehot[np.arange(m), ro] = b
-        left = onehot.sum(axis=0) - np.vstack([np.zeros(self.ranks), np.cumsum(onehot, axis=0)])[ks]
-        fonehot = onehot * fo[:, None]
-        fleft = fonehot.sum(axis=0) - np.vstack([np.zeros(self.ranks), np.cumsum(fonehot, axis=0)])[ks]
+            grp = np.arange(groups.size)
+            k = np.zeros(groups.size, np.int64) if mode == "never" else count.copy()
+        at, s0, end = start[grp] + k, start[grp], (start + count)[grp]
+        left = cum_b[end] - cum_b[at]
+        fleft = cum_f[end] - cum_f[at]
         t_f = self.move_s(left, fleft if self.offload.backing == "flash" else None)
-        gon = np.zeros((m, self.ranks))
-        gon[np.arange(m), ro] = go
-        g_cpu = np.vstack([np.zeros(self.ranks), np.cumsum(gon, axis=0)])[ks]
-        g_rest = (g_all[None, :] - g_cpu).max(axis=1)
-        t_c = np.concatenate([[0.0], np.cumsum(co)])[ks]
-        layer_s = np.maximum(vis + t_f + g_rest, t_c)
-        extra = np.maximum(layer_s - g_max, 0.0)
-        best = int(np.argmin(extra))
-        return float(extra[best]), int(ks[best]), order, c
+        g_all = gpu_layer_s[groups][grp]
+        g_rest = (g_all - (cum_g[at] - cum_g[s0])).max(axis=1)
+        t_c = cum_c[at] - cum_c[s0]
+        layer_s = np.maximum(vis[groups][grp] + t_f + g_rest, t_c)
+        extra = np.maximum(layer_s - g_all.max(axis=1), 0.0)
+        best = np.lexsort((k, extra, grp))                        # per layer: least extra, then fewest on CPU
+        first = best[np.searchsorted(grp[best], np.arange(groups.size))]
+        k_best = k[first]
+        on_cpu_sorted = nth < np.repeat(k_best, count)
+        on_cpu = np.empty(n, dtype=bool)
+        on_cpu[order] = on_cpu_sorted
+        return float(extra[first].sum()), on_cpu, c
 
     # -- reports -------------------------------------------------------------------------------
     def link_bytes(self, dram_bytes: np.ndarray, flash_bytes: np.ndarray,

@@ -106,6 +106,8 @@ def summarize(
         "communication": {"fraction_of_step_time": result.comm_fraction},
     }
     out.update(_energy_and_cost(result))
+    if result.offload is not None:
+        out["offload"] = _offload(result)
     return json_clean(out)
 
 
@@ -390,6 +392,32 @@ def _experts(result: SimResult, keep: np.ndarray) -> dict[str, Any]:
     if result.ep_links:
         out["ep_hotspots"] = hotspot_rows(result, top=10)
     return out
+
+
+def _offload(result: SimResult) -> dict[str, Any]:
+    """Expert-cache activity over the whole run (only with ``experts.offload``).
+
+    ``hit_rate`` = hits / (hits + misses), counted per distinct (step, layer, expert) use;
+    ``offload_time_share`` = seconds the misses added / total step time; bytes are summed over
+    every replica.
+    """
+    o = result.offload
+    assert o is not None
+    st = o.steps
+    hits, misses = int(st["hits"].sum()), int(st["misses"].sum())
+    busy = float(result.steps["duration_s"].astype(np.float64).sum())
+    added = float(st["offload_s"].sum())
+    tokens = int(result.requests["generated_tokens"].sum())
+    fetched = float(st["fetched_bytes"].sum())
+    return {
+        "policy": o.policy, "backing": o.backing, "cached_experts_per_device": list(o.cached_experts),
+        "hits": hits, "misses": misses, "hit_rate": hits / (hits + misses) if hits + misses else math.nan,
+        "fetched_bytes": fetched, "flash_bytes": float(st["flash_bytes"].sum()),
+        "fetched_bytes_per_output_token": fetched / tokens if tokens else math.nan,
+        "cpu_experts": int(st["cpu_experts"].sum()), "cpu_s": float(st["cpu_s"].sum()),
+        "offload_s": added, "offload_time_share": added / busy if busy > 0 else math.nan,
+        "prefetched_experts": o.prefetched_experts, "prefetch_hidden_s": o.prefetch_hidden_s,
+    }
 
 
 # -- JSON ------------------------------------------------------------------------------------

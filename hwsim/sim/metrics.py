@@ -111,6 +111,38 @@ class LinkUse:
     bytes: float
 
 
+OFFLOAD_STEP_COLUMNS: dict[str, str] = {
+    "replica": "int32",
+    "pool": "int16",
+    "start_s": "float64",
+    "hits": "int32",             # distinct (layer, expert) uses found in the expert cache
+    "misses": "int32",           # distinct (layer, expert) uses that were not
+    "fetched_bytes": "float64",  # into device memory (on demand and prefetched)
+    "flash_bytes": "float64",    # read from flash first
+    "cpu_experts": "int32",      # missed experts run on the host CPU
+    "cpu_s": "float64",          # CPU time of those experts
+    "offload_s": "float64",      # seconds the misses added to the step
+}
+"""One row per engine step of a replica with an expert cache (``experts.offload``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OffloadStats:
+    """Expert-cache activity of a run with ``experts.offload`` (see :mod:`hwsim.sim.expert_tiers`).
+
+    ``steps``: :data:`OFFLOAD_STEP_COLUMNS` rows; ``cached_experts``: experts each pool's
+    devices cache (over their MoE layers); ``prefetched_experts`` and ``prefetch_hidden_s``:
+    experts fetched ahead and the fetch time their window hid.
+    """
+
+    steps: dict[str, np.ndarray]
+    policy: str
+    backing: str
+    cached_experts: tuple[int, ...]
+    prefetched_experts: int = 0
+    prefetch_hidden_s: float = 0.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SimResult:
     """Everything a simulation produced (frozen; ``report`` turns it into files).
@@ -120,7 +152,8 @@ class SimResult:
     accumulated over the run when routing was sampled; ``link_bytes`` the bytes each directed
     link carried (KV transfers and, when measured, all-to-all); ``rank_loads`` the expert
     work per EP rank of each pool with ``ep > 1``; ``ep_links`` the EP all-to-all bytes per
-    link under the run's skewed, placed routing.
+    link under the run's skewed, placed routing; ``offload`` the expert-cache activity when
+    experts are offloaded.
     """
 
     requests: dict[str, np.ndarray]
@@ -137,3 +170,4 @@ class SimResult:
     metadata: dict[str, object] = field(default_factory=dict)
     rank_loads: tuple[RankLoad, ...] = ()
     ep_links: tuple[LinkUse, ...] = ()
+    offload: OffloadStats | None = None

@@ -17,6 +17,8 @@ from hwsim.workload.request import DEFAULT_BLOCK_TOKENS
 if TYPE_CHECKING:
     import simpy
 
+    from hwsim.sim.expert_tiers import ExpertTiers
+
 ImbalanceSampler = Callable[[np.random.Generator, int], float]
 
 
@@ -74,6 +76,7 @@ class Replica:
         self.rng = rng
         self.imbalance = imbalance
         self.wake: simpy.Event | None = None
+        self.tiers: ExpertTiers | None = None   # expert cache and miss cost, with experts.offload
         self.prefix = PrefixCache(kv_blocks * pool.scheduler.kv_block_tokens // DEFAULT_BLOCK_TOKENS)
 
     @property

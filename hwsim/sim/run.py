@@ -22,6 +22,7 @@ from hwsim.perf.memory import footprint
 from hwsim.perf.power import idle_power_w, power_limit_w
 from hwsim.perf.step import StepCost
 from hwsim.sim.engine import Seq, StepPlan
+from hwsim.sim.expert_tiers import attach_expert_tiers, offload_stats
 from hwsim.sim.metrics import (
     REQUEST_COLUMNS,
     STEP_COLUMNS,
@@ -69,6 +70,7 @@ class Simulation:
         self.pools: list[list[Replica]] = []
         self.infos: list[PoolInfo] = []
         self._build_pools(seeds, imbalance_sampler_factory)
+        attach_expert_tiers(self, seeds)  # after every other stream: offload draws change nothing else
         self.router = ROUTERS.get(router, "--router")
         self.entry = next(i for i, p in enumerate(scenario.deployment.pools) if p.role != "decode")
         self.decode_pool = next((i for i, p in enumerate(scenario.deployment.pools) if p.role == "decode"), None)
@@ -149,6 +151,8 @@ class Simulation:
             imbalance = rep.step_imbalance(batch.new_tokens)
             duration = rep.cost.time_s(batch, imbalance)
             power, comm_s = rep.cost.last_activity(batch, duration)
+            if rep.tiers is not None:
+                duration, power = rep.tiers.advance(plan, duration, power, env.now)
             start = env.now
             prefill_tokens = plan.prefill_tokens
             for s in plan.prefill:
@@ -200,6 +204,8 @@ class Simulation:
 
     def _finish(self, rep: Replica, s: Seq) -> None:
         rep.scheduler.finish(s)
+        if rep.tiers is not None:
+            rep.tiers.forget(s.req.request_id)
         self.live.pop(id(s), None)
         self._record(s, replica=rep.index, status=0, finish_s=self.env.now)
 
@@ -216,6 +222,8 @@ class Simulation:
         for edge, b in cost.link_bytes.items():
             self.link_bytes[edge] = self.link_bytes.get(edge, 0.0) + b
         src.scheduler.detach(s)
+        if src.tiers is not None:
+            src.tiers.forget(s.req.request_id)
         dst.add(s)
 
     # -- records -------------------------------------------------------------------------------
@@ -273,6 +281,7 @@ class Simulation:
             self._record(s, replica=-1, status=1)
         self.live.clear()
         self._collective_link_bytes()
+        offload = offload_stats(self.pools, self.link_bytes)
         busy = self.busy_s
         return SimResult(requests=self.requests.frozen(), steps=self.steps.frozen(), pools=tuple(self.infos),
                          sim_time_s=self.env.now, wall_time_s=wall_s, events=self.events, seed=self.seed,
@@ -280,7 +289,7 @@ class Simulation:
                          expert_load=None if self.expert_load is None else self.expert_load.copy(),
                          comm_fraction=self.comm_s / busy if busy > 0 else 0.0,
                          rank_loads=self.sampling.rank_loads() if hasattr(self.sampling, "rank_loads") else (),
-                         ep_links=self._ep_links())
+                         ep_links=self._ep_links(), offload=offload)
 
 
 def simulate(scenario: Scenario, requests: Iterable[Request], *, seed: int = 0, duration_s: float | None = None,
