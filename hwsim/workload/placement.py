@@ -25,7 +25,8 @@ same slots (ties go to the lower expert id and the lower rank).
        copy goes to the expert whose load per copy is then the highest;
     3. pack the node's physical experts (load / copies each) onto its ranks, equally many
        per rank, heaviest first, each to the lightest rank with room (copies of one expert
-       go to different ranks while a rank without one has room).
+       go to different ranks: a rank with no copy yet is preferred, and a repeat left at the
+       end is swapped with the closest-weight item of another rank).
 
     Otherwise (or when a node's slots are not whole) it applies steps 2 and 3 to all experts
     and all ranks at once (the global policy). Group-limited routing then sends a token to
@@ -86,7 +87,8 @@ def balanced_packing(weights: np.ndarray, bins: int, per_bin: int, keys: np.ndar
     """Bin of each item: heaviest first, each to the lightest bin that still has room, exactly
     ``per_bin`` items per bin (ties: the lower item, then the lower bin). Items sharing a
     ``key`` (copies of one expert) avoid a bin that already holds that key while another
-    bin with room does not.
+    bin with room does not; a repeat the greedy could not avoid is swapped with the
+    closest-weight item of another bin where neither key repeats.
 
     >>> balanced_packing(np.array([5.0, 4.0, 3.0, 1.0]), 2, 2).tolist()
     [0, 1, 1, 0]
@@ -114,7 +116,28 @@ def balanced_packing(weights: np.ndarray, bins: int, per_bin: int, keys: np.ndar
         out[i] = b
         load[b] += w[i]
         room[b] -= 1
+    if keys is not None:
+        _spread_duplicates(out, w, np.asarray(keys))
     return out
+
+
+def _spread_duplicates(bin_of: np.ndarray, w: np.ndarray, keys: np.ndarray) -> None:
+    """Swap away a second item of one key in a bin (left by the greedy when only that bin had
+    room) with the closest-weight item of another bin where neither key repeats."""
+    for i in range(len(w)):
+        b = bin_of[i]
+        if np.count_nonzero((bin_of == b) & (keys == keys[i])) < 2:
+            continue
+        in_b = set(keys[bin_of == b].tolist())
+        best, gap = -1, np.inf
+        for j in np.flatnonzero(bin_of != b):
+            c = bin_of[j]
+            if keys[j] in in_b or np.any((bin_of == c) & (keys == keys[i])):
+                continue
+            if abs(w[j] - w[i]) < gap:
+                best, gap = int(j), abs(w[j] - w[i])
+        if best >= 0:
+            bin_of[i], bin_of[best] = bin_of[best], b
 
 
 def _fill(expert_of_item: np.ndarray, rank_of_item: np.ndarray, ranks: int, slots: int) -> np.ndarray:
