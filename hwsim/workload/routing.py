@@ -69,6 +69,7 @@ from hwsim.workload.routing_loads import (
 from hwsim.workload.routing_locality import CorrelatedRouting, wrap
 from hwsim.workload.routing_mixture import WRAPPER_KEYS, MixtureRouting
 from hwsim.workload.routing_popularity import PopularityRouting, UniformRouting, ZipfRouting
+from hwsim.workload.routing_replay import HistogramRouting, TraceRouting
 
 __all__ = [
     "RoutingModel",
@@ -78,6 +79,8 @@ __all__ = [
     "ZipfRouting",
     "MixtureRouting",
     "CorrelatedRouting",
+    "TraceRouting",
+    "HistogramRouting",
     "ROUTING_MODELS",
     "make_routing",
     "ExpertPlacement",

@@ -92,15 +92,17 @@ class MixtureRouting(RoutingBase):
                 raise SpecError("a component needs a model", path=join_path(here, "model"),
                                 expected="uniform, zipf or trace")
             model = ROUTING_MODELS.get(str(item["model"]), path=join_path(here, "model"))
-            if not issubclass(model, PopularityRouting):
-                raise SpecError(f"a component must be a popularity model, not '{item['model']}'",
-                                path=join_path(here, "model"),
+            if issubclass(model, MixtureRouting):
+                raise SpecError("a component must be a popularity model, not a mixture (list all the "
+                                "components in one mixture)", path=join_path(here, "model"),
                                 expected="uniform, zipf or trace (mode: histogram)", found=item["model"])
             rest = {k: v for k, v in item.items() if k not in ("weight", "model")}
             built = model.from_params(rest, moe, path=here)
             if not isinstance(built, PopularityRouting):
-                raise SpecError("a component must be a popularity model (trace components need mode: "
-                                "histogram)", path=join_path(here, "mode"), found=rest.get("mode"))
+                raise SpecError(f"a component must be a popularity model, not '{item['model']}'"
+                                + (" in mode ids" if item["model"] == "trace" else ""),
+                                path=join_path(here, "model"),
+                                expected="uniform, zipf or trace (mode: histogram)", found=item["model"])
             out.append((weight, built))
         return {"components": out}
 
