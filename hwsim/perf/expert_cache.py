@@ -51,10 +51,13 @@ Every kernel has a pure-Python twin in :mod:`hwsim.perf.expert_cache_reference` 
 independently (dictionaries and ``min``/``max`` over explicit keys); a test holds the two
 equal. ``NUMBA_DISABLE_JIT=1`` turns the kernels into plain Python.
 
-Implementation: each (layer, expert) is a *key* ``layer * E + expert``; its state is one row
-of an ``int64`` table (resident flag, a doubly linked list per cache partition in recency or
-insertion order, last touch, frequency, last step, access stamp, next use); LRU, FIFO and
-window evict in O(1) from the list tail, LFU and Belady scan the partition's residents.
+Implementation: each (layer, expert) is a *key* ``layer * E + expert``; its state is a column
+of a field-major ``int64`` table (resident flag, a doubly linked list per cache partition in
+recency or insertion order, access stamp, last touch, tokens, frequency, last step); LRU,
+window and FIFO evict in O(1) from the list tail (FIFO skipping the current access's keys), LFU
+and Belady scan the partition's residents. One kernel (:func:`run`) holds the whole per-access
+path, so replay runs at tens of millions of accesses per second on one core
+(``benchmarks/bench_cache.py``).
 """
 
 from __future__ import annotations
@@ -74,70 +77,76 @@ SCOPES = ("layer", "device")
 NEVER = np.int64(1) << np.int64(62)
 """Next-use time of a key that is not used again."""
 
-# columns of the per-key state table
-_RES, _PREV, _NEXT, _SEQ, _FREQ, _LSTEP, _STAMP, _NU, _TOK = range(9)
-_NCOL = 9
-# columns of the per-partition table
+# rows of the per-key state table (field-major: each field is a contiguous row over keys)
+_RES, _PREV, _NEXT, _STAMP, _SEQ, _TOK, _FREQ, _LSTEP = range(8)
+_NFIELD = 8
+# rows of the per-partition table
 _HEAD, _TAIL, _COUNT = range(3)
 # counters: touch sequence, access stamp, step index
 _CSEQ, _CACC, _CSTEP = range(3)
 
 
 # -- state tables -----------------------------------------------------------------------------
+@njit(cache=True)
 def new_state(layers: int, experts: int, scope_layer: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Empty ``(keys, parts, counters)`` tables for ``layers x experts`` keys."""
-    keys = np.zeros((layers * experts, _NCOL), dtype=np.int64)
-    keys[:, _PREV] = -1
-    keys[:, _NEXT] = -1
-    keys[:, _STAMP] = -1
-    keys[:, _LSTEP] = -1
-    keys[:, _NU] = NEVER
-    parts = np.zeros((layers if scope_layer else 1, 3), dtype=np.int64)
-    parts[:, _HEAD] = -1
-    parts[:, _TAIL] = -1
+    """Empty ``(keys, parts, counters)`` tables for ``layers x experts`` keys.
+
+    ``keys[field, key]`` and ``parts[field, partition]`` (fields above); a partition is a layer
+    (``scope_layer``) or the whole device. The lists run from the head (most recent) to the tail.
+    """
+    keys = np.zeros((_NFIELD, layers * experts), dtype=np.int64)
+    keys[_PREV, :] = -1
+    keys[_NEXT, :] = -1
+    keys[_STAMP, :] = -1
+    keys[_LSTEP, :] = -1
+    parts = np.zeros((3, layers if scope_layer else 1), dtype=np.int64)
+    parts[_HEAD, :] = -1
+    parts[_TAIL, :] = -1
     return keys, parts, np.zeros(3, dtype=np.int64)
 
 
 @njit(cache=True)
-def _unlink(st: np.ndarray, ps: np.ndarray, p: int, key: int) -> None:
-    prev = st[key, _PREV]
-    nxt = st[key, _NEXT]
-    if prev >= 0:
-        st[prev, _NEXT] = nxt
+def _unlink(prv: np.ndarray, nxt: np.ndarray, head: np.ndarray, tail: np.ndarray, p: int,
+            key: int) -> None:
+    before = prv[key]
+    after = nxt[key]
+    if before >= 0:
+        nxt[before] = after
     else:
-        ps[p, _HEAD] = nxt
-    if nxt >= 0:
-        st[nxt, _PREV] = prev
+        head[p] = after
+    if after >= 0:
+        prv[after] = before
     else:
-        ps[p, _TAIL] = prev
-    st[key, _PREV] = -1
-    st[key, _NEXT] = -1
+        tail[p] = before
+    prv[key] = -1
+    nxt[key] = -1
 
 
 @njit(cache=True)
-def _push_head(st: np.ndarray, ps: np.ndarray, p: int, key: int) -> None:
-    head = ps[p, _HEAD]
-    st[key, _PREV] = -1
-    st[key, _NEXT] = head
-    if head >= 0:
-        st[head, _PREV] = key
+def _push_head(prv: np.ndarray, nxt: np.ndarray, head: np.ndarray, tail: np.ndarray, p: int,
+               key: int) -> None:
+    first = head[p]
+    prv[key] = -1
+    nxt[key] = first
+    if first >= 0:
+        prv[first] = key
     else:
-        ps[p, _TAIL] = key
-    ps[p, _HEAD] = key
+        tail[p] = key
+    head[p] = key
 
 
 @njit(cache=True)
 def _evict(st: np.ndarray, ps: np.ndarray, p: int, key: int) -> None:
-    _unlink(st, ps, p, key)
-    st[key, _RES] = 0
-    ps[p, _COUNT] -= 1
+    _unlink(st[_PREV], st[_NEXT], ps[_HEAD], ps[_TAIL], p, key)
+    st[_RES, key] = 0
+    ps[_COUNT, p] -= 1
 
 
 @njit(cache=True)
 def _admit(st: np.ndarray, ps: np.ndarray, p: int, key: int) -> None:
-    _push_head(st, ps, p, key)
-    st[key, _RES] = 1
-    ps[p, _COUNT] += 1
+    _push_head(st[_PREV], st[_NEXT], ps[_HEAD], ps[_TAIL], p, key)
+    st[_RES, key] = 1
+    ps[_COUNT, p] += 1
 
 
 @njit(cache=True)
@@ -146,120 +155,206 @@ def fill(st: np.ndarray, ps: np.ndarray, ctr: np.ndarray, keys: np.ndarray, expe
     """Make ``keys`` resident in this order (the last one is the most recent)."""
     for i in range(keys.shape[0]):
         key = keys[i]
-        if st[key, _RES]:
+        if st[_RES, key]:
             continue
         p = key // experts if scope_layer else 0
-        st[key, _SEQ] = ctr[_CSEQ]
+        st[_SEQ, key] = ctr[_CSEQ]
         ctr[_CSEQ] += 1
         _admit(st, ps, p, key)
 
 
 @njit(cache=True)
-def _victim(st: np.ndarray, ps: np.ndarray, p: int, policy: int, acc: int, incoming: int) -> int:
+def _victim(st: np.ndarray, ps: np.ndarray, p: int, policy: int, acc: int, incoming: int,
+            nuk: np.ndarray) -> int:
     """The key to drop so that ``incoming`` can enter partition ``p`` (``incoming`` = bypass)."""
-    tail = ps[p, _TAIL]
-    if policy in (LRU, WINDOW):
-        return tail                        # the current access's keys are the most recent
-    if policy == FIFO:
+    prv = st[_PREV]
+    stamp = st[_STAMP]
+    seq = st[_SEQ]
+    tail = ps[_TAIL, p]
+    if policy == FIFO:         # the oldest resident not used by this access
         key = tail
-        while key >= 0 and st[key, _STAMP] == acc:
-            key = st[key, _PREV]
+        while key >= 0 and stamp[key] == acc:
+            key = prv[key]
         return key if key >= 0 else tail
     if policy == LFU:
-        best = -1
+        freq = st[_FREQ]
+        best = tail
+        key = prv[tail]
+        while key >= 0:
+            bp = stamp[best] == acc
+            kp = stamp[key] == acc
+            if (kp < bp) or (kp == bp and (freq[key] < freq[best] or (
+                    freq[key] == freq[best] and seq[key] < seq[best]))):
+                best = key
+            key = prv[key]
+        return best
+    if policy == BELADY:       # furthest next use, residents and incoming; ties: least recent
+        best = incoming
         key = tail
         while key >= 0:
-            if best < 0:
+            if nuk[key] > nuk[best] or (nuk[key] == nuk[best] and seq[key] < seq[best]):
                 best = key
-            else:
-                bp = st[best, _STAMP] == acc
-                kp = st[key, _STAMP] == acc
-                if (kp < bp) or (kp == bp and (st[key, _FREQ] < st[best, _FREQ] or (
-                        st[key, _FREQ] == st[best, _FREQ] and st[key, _SEQ] < st[best, _SEQ]))):
-                    best = key
-            key = st[key, _PREV]
+            key = prv[key]
         return best
-    # BELADY: furthest next use among residents and the incoming key; ties to the least recent
-    best = incoming
-    key = tail
-    while key >= 0:
-        if st[key, _NU] > st[best, _NU] or (st[key, _NU] == st[best, _NU]
-                                            and st[key, _SEQ] < st[best, _SEQ]):
-            best = key
-        key = st[key, _PREV]
-    return best
+    return tail                # LRU, window: the current access's keys are the most recent
 
 
 @njit(cache=True)
-def access(ids: np.ndarray, t0: int, t1: int, layer: int, experts: int, policy: int,
-           scope_layer: bool, capacity: int, st: np.ndarray, ps: np.ndarray, ctr: np.ndarray,
-           nu: np.ndarray, buf: np.ndarray) -> tuple[int, int]:
-    """One layer's access by tokens ``t0:t1`` of ``ids``; returns ``(hits, misses)``.
+def run(ids: np.ndarray, tokens_per_step: int, experts: int, policy: int, scope_layer: bool,
+        capacity: int, window: int, st: np.ndarray, ps: np.ndarray, ctr: np.ndarray,
+        nu: np.ndarray, nuk: np.ndarray, hits: np.ndarray, misses: np.ndarray, buf: np.ndarray,
+        record: np.ndarray) -> int:
+    """Step the cache over all of ``ids`` (steps of ``tokens_per_step`` tokens).
 
-    The missed keys are left in ``buf[:misses]`` and the tokens that picked each key of the
-    access in its ``_TOK`` column; ``nu`` (same shape as ``ids``) holds each pick's next-use
-    time, read only by Belady (pass a ``(0, 0, 0)`` array otherwise).
+    Adds each layer's hits and misses to ``hits`` and ``misses``; when ``record`` is not empty
+    the missed keys are written to it in order and their number is returned (each key's
+    ``_TOK`` field then holds how many tokens of its access picked it). Belady only: ``nu``
+    (shape of ``ids``) holds each pick's next-use time and ``nuk`` each key's current one.
+    ``buf`` is scratch of ``experts`` entries.
+
+    The per-access path is written out in this one function on purpose: calls to helper
+    functions that take arrays cost more than the work of an access.
     """
+    res = st[_RES]
+    prv = st[_PREV]
+    nxt = st[_NEXT]
+    stamp = st[_STAMP]
+    seqs = st[_SEQ]
+    tok = st[_TOK]
+    freq = st[_FREQ]
+    lstep = st[_LSTEP]
+    head = ps[_HEAD]
+    tail = ps[_TAIL]
+    count = ps[_COUNT]
+    seq = ctr[_CSEQ]
     acc = ctr[_CACC]
-    ctr[_CACC] += 1
     step = ctr[_CSTEP]
-    p = layer if scope_layer else 0
-    base = layer * experts
-    hits = 0
-    misses = 0
+    n_tok, layers, k = ids.shape
     belady = policy == BELADY
-    lru_order = policy in (LRU, WINDOW, LFU)
-    k = ids.shape[2]
-    for t in range(t0, t1):
-        for j in range(k):
-            e = ids[t, layer, j]
-            if e < 0:
-                continue
-            key = base + e
-            if st[key, _STAMP] == acc:
-                st[key, _TOK] += 1
-                continue
-            st[key, _STAMP] = acc
-            st[key, _TOK] = 1
-            st[key, _FREQ] += 1
-            st[key, _LSTEP] = step
-            if belady:
-                st[key, _NU] = nu[t, layer, j]
-            if st[key, _RES]:
-                hits += 1
-                st[key, _SEQ] = ctr[_CSEQ]
-                ctr[_CSEQ] += 1
-                if lru_order and ps[p, _HEAD] != key:
-                    _unlink(st, ps, p, key)
-                    _push_head(st, ps, p, key)
-            else:
-                buf[misses] = key
-                misses += 1
-    if policy == STATIC or capacity <= 0:
-        return hits, misses
-    for i in range(misses):
-        key = buf[i]
-        st[key, _SEQ] = ctr[_CSEQ]
-        ctr[_CSEQ] += 1
-        if ps[p, _COUNT] >= capacity:
-            victim = _victim(st, ps, p, policy, acc, key)
-            if victim == key:
-                continue
-            _evict(st, ps, p, victim)
-        _admit(st, ps, p, key)
-    return hits, misses
-
-
-@njit(cache=True)
-def expire(st: np.ndarray, ps: np.ndarray, ctr: np.ndarray, window: int) -> None:
-    """Window policy, end of a step: drop the residents not used in the last ``window`` steps."""
-    oldest_kept = ctr[_CSTEP] - window + 1
-    for p in range(ps.shape[0]):
-        key = ps[p, _TAIL]
-        while key >= 0 and st[key, _LSTEP] < oldest_kept:
-            prev = st[key, _PREV]
-            _evict(st, ps, p, key)
-            key = prev
+    move = policy in (LRU, WINDOW, LFU)
+    admit = policy != STATIC and capacity > 0
+    scan = policy in (LFU, BELADY)
+    fifo = policy == FIFO
+    counts_tokens = record.shape[0] > 0          # only what the policy reads is kept up to date
+    counts_uses = policy == LFU
+    ages = policy == WINDOW
+    orders = policy in (LFU, BELADY)
+    n_rec = 0
+    for t0 in range(0, n_tok, tokens_per_step):
+        t1 = min(n_tok, t0 + tokens_per_step)
+        for layer in range(layers):
+            p = layer if scope_layer else 0
+            base = layer * experts
+            h = 0
+            m = 0
+            # 1. classify the access's distinct experts; hits are touched in pick order
+            for t in range(t0, t1):
+                for j in range(k):
+                    e = ids[t, layer, j]
+                    if e < 0:
+                        continue
+                    key = base + e
+                    if stamp[key] == acc:
+                        if counts_tokens:
+                            tok[key] += 1
+                        continue
+                    stamp[key] = acc
+                    if counts_tokens:
+                        tok[key] = 1
+                    if counts_uses:
+                        freq[key] += 1
+                    if ages:
+                        lstep[key] = step
+                    if belady:
+                        nuk[key] = nu[t, layer, j]
+                    if res[key]:
+                        h += 1
+                        if orders:
+                            seqs[key] = seq
+                            seq += 1
+                        first = head[p]
+                        if move and first != key:       # to the head (it has a predecessor)
+                            before = prv[key]
+                            after = nxt[key]
+                            nxt[before] = after
+                            if after >= 0:
+                                prv[after] = before
+                            else:
+                                tail[p] = before
+                            prv[key] = -1
+                            nxt[key] = first
+                            prv[first] = key
+                            head[p] = key
+                    else:
+                        buf[m] = key
+                        m += 1
+            # 2. fetch the misses, making room by the policy
+            if admit:
+                for i in range(m):
+                    key = buf[i]
+                    if orders:
+                        seqs[key] = seq
+                        seq += 1
+                    if count[p] >= capacity:
+                        victim = tail[p]
+                        if fifo:                        # oldest not used by this access
+                            while victim >= 0 and stamp[victim] == acc:
+                                victim = prv[victim]
+                            if victim < 0:
+                                victim = tail[p]
+                        elif scan:
+                            victim = _victim(st, ps, p, policy, acc, key, nuk)
+                        if victim == key:
+                            continue                    # Belady: not worth keeping
+                        before = prv[victim]
+                        after = nxt[victim]
+                        if before >= 0:
+                            nxt[before] = after
+                        else:
+                            head[p] = after
+                        if after >= 0:
+                            prv[after] = before
+                        else:
+                            tail[p] = before
+                        res[victim] = 0
+                        count[p] -= 1
+                    first = head[p]
+                    prv[key] = -1
+                    nxt[key] = first
+                    if first >= 0:
+                        prv[first] = key
+                    else:
+                        tail[p] = key
+                    head[p] = key
+                    res[key] = 1
+                    count[p] += 1
+            hits[layer] += h
+            misses[layer] += m
+            if record.shape[0] > 0:
+                for i in range(m):
+                    record[n_rec] = buf[i]
+                    n_rec += 1
+            acc += 1
+        # 3. window: drop what the last ``window`` steps did not use (from the old end)
+        if policy == WINDOW:
+            for q in range(head.shape[0]):
+                key = tail[q]
+                while key >= 0 and lstep[key] <= step - window:
+                    before = prv[key]
+                    res[key] = 0
+                    count[q] -= 1
+                    prv[key] = -1
+                    if before >= 0:
+                        nxt[before] = -1
+                    else:
+                        head[q] = -1
+                    tail[q] = before
+                    key = before
+        step += 1
+    ctr[_CSEQ] = seq
+    ctr[_CACC] = acc
+    ctr[_CSTEP] = step
+    return n_rec
 
 
 @njit(cache=True)
@@ -294,63 +389,48 @@ def replay(ids: np.ndarray, tokens_per_step: int, experts: int, policy: int, sco
     """Replay a whole trace from a cache pre-filled with ``fill_keys`` (in insertion order);
     returns ``(hits, misses)`` per layer."""
     n_tok, layers, k = ids.shape
-    st = np.zeros((layers * experts, _NCOL), dtype=np.int64)
-    for key in range(layers * experts):
-        st[key, _PREV] = -1
-        st[key, _NEXT] = -1
-        st[key, _STAMP] = -1
-        st[key, _LSTEP] = -1
-        st[key, _NU] = NEVER
-    ps = np.full((layers if scope_layer else 1, 3), -1, dtype=np.int64)
-    ps[:, _COUNT] = 0
-    ctr = np.zeros(3, dtype=np.int64)
+    st, ps, ctr = new_state(layers, experts, scope_layer)
     if policy == BELADY:
-        nu, first = next_use(ids, tokens_per_step, experts)
-        for key in range(layers * experts):
-            st[key, _NU] = first[key]
+        nu, nuk = next_use(ids, tokens_per_step, experts)     # warm keys: their first use
     else:
         nu = np.zeros((0, 0, 0), dtype=np.int64)
+        nuk = np.zeros(0, dtype=np.int64)
     fill(st, ps, ctr, fill_keys, experts, scope_layer)
     hits = np.zeros(layers, dtype=np.int64)
     misses = np.zeros(layers, dtype=np.int64)
-    buf = np.empty(experts, dtype=np.int64)
-    steps = (n_tok + tokens_per_step - 1) // tokens_per_step
-    for s in range(steps):
-        ctr[_CSTEP] = s
-        t0 = s * tokens_per_step
-        t1 = min(n_tok, t0 + tokens_per_step)
-        for layer in range(layers):
-            h, m = access(ids, t0, t1, layer, experts, policy, scope_layer, capacity, st, ps,
-                          ctr, nu, buf)
-            hits[layer] += h
-            misses[layer] += m
-        if policy == WINDOW:
-            expire(st, ps, ctr, window)
+    run(ids, tokens_per_step, experts, policy, scope_layer, capacity, window, st, ps, ctr, nu,
+        nuk, hits, misses, np.empty(experts, dtype=np.int64), np.zeros(0, dtype=np.int64))
     return hits, misses
 
 
 @njit(cache=True)
 def cache_step(ids: np.ndarray, experts: int, policy: int, scope_layer: bool, capacity: int,
-               window: int, st: np.ndarray, ps: np.ndarray, ctr: np.ndarray, hits: np.ndarray,
-               misses: np.ndarray, miss_keys: np.ndarray, miss_tokens: np.ndarray,
+               window: int, st: np.ndarray, ps: np.ndarray, ctr: np.ndarray, out: np.ndarray,
                buf: np.ndarray) -> int:
-    """One engine step of :class:`ExpertCache` over all of ``ids``'s tokens and layers; writes
-    per-layer counts and the missed keys with their token counts; returns how many missed."""
-    layers = ids.shape[1]
-    nu = np.zeros((0, 0, 0), dtype=np.int64)
-    n = 0
-    for layer in range(layers):
-        h, m = access(ids, 0, ids.shape[0], layer, experts, policy, scope_layer, capacity, st,
-                      ps, ctr, nu, buf)
-        hits[layer] = h
-        misses[layer] = m
-        for i in range(m):
-            miss_keys[n] = buf[i]
-            miss_tokens[n] = st[buf[i], _TOK]
-            n += 1
-    if policy == WINDOW:
-        expire(st, ps, ctr, window)
-    ctr[_CSTEP] += 1
+    """One engine step of :class:`ExpertCache` over all of ``ids``'s tokens and layers.
+
+    Returns the number ``m`` of missed keys, or -1 (nothing done) when an id is not in
+    ``[-1, experts)``. ``out`` receives hits (``L``), misses (``L``), then the missed keys'
+    layers, experts and token counts (``m`` each).
+    """
+    n_tok, layers, k = ids.shape
+    for t in range(n_tok):
+        for layer in range(layers):
+            for j in range(k):
+                if ids[t, layer, j] < -1 or ids[t, layer, j] >= experts:
+                    return -1
+    out[:2 * layers] = 0
+    keys = out[2 * layers:]                  # the missed keys, in order, then spread in place
+    n = run(ids, max(n_tok, 1), experts, policy, scope_layer, capacity, window, st, ps, ctr,
+            np.zeros((0, 0, 0), dtype=np.int64), np.zeros(0, dtype=np.int64), out[:layers],
+            out[layers:2 * layers], buf, keys)
+    if n_tok == 0:
+        ctr[_CSTEP] += 1                     # an empty step still ages the window
+    for i in range(n - 1, -1, -1):           # keys[i] -> layer, expert, tokens
+        key = keys[i]
+        keys[2 * n + i] = st[_TOK, key]
+        keys[n + i] = key % experts
+        keys[i] = key // experts
     return n
 
 
@@ -360,25 +440,26 @@ def prefetch(keys: np.ndarray, experts: int, policy: int, scope_layer: bool, cap
     """Make ``keys`` resident as if used now (recency, not frequency); returns how many entered."""
     acc = ctr[_CACC]
     ctr[_CACC] += 1
+    nuk = np.zeros(0, dtype=np.int64)
     entered = 0
     for i in range(keys.shape[0]):
         key = keys[i]
-        if st[key, _STAMP] == acc:
+        if st[_STAMP, key] == acc:
             continue
-        st[key, _STAMP] = acc
-        st[key, _LSTEP] = ctr[_CSTEP]
+        st[_STAMP, key] = acc
+        st[_LSTEP, key] = ctr[_CSTEP]
         p = key // experts if scope_layer else 0
-        st[key, _SEQ] = ctr[_CSEQ]
+        st[_SEQ, key] = ctr[_CSEQ]
         ctr[_CSEQ] += 1
-        if st[key, _RES]:
-            if policy != FIFO and ps[p, _HEAD] != key:
-                _unlink(st, ps, p, key)
-                _push_head(st, ps, p, key)
+        if st[_RES, key]:
+            if policy != FIFO and ps[_HEAD, p] != key:
+                _unlink(st[_PREV], st[_NEXT], ps[_HEAD], ps[_TAIL], p, key)
+                _push_head(st[_PREV], st[_NEXT], ps[_HEAD], ps[_TAIL], p, key)
             continue
         if policy == STATIC or capacity <= 0:
             continue
-        if ps[p, _COUNT] >= capacity:
-            _evict(st, ps, p, _victim(st, ps, p, policy, acc, key))
+        if ps[_COUNT, p] >= capacity:
+            _evict(st, ps, p, _victim(st, ps, p, policy, acc, key, nuk))
         _admit(st, ps, p, key)
         entered += 1
     return entered
@@ -605,15 +686,12 @@ class ExpertCache:
             raise ValueError("the static policy needs a popularity (L, E) to choose its experts")
         self._st, self._ps, self._ctr = new_state(layers, experts, self._scope_layer)
         if self.unbounded:
-            self._st[:, _RES] = 1
+            self._st[_RES, :] = 1
             self._code = STATIC                      # nothing is ever evicted or fetched
         elif pop is not None and (warm or self._code == STATIC):
             fill(self._st, self._ps, self._ctr, fill_keys(pop, capacity, self._scope_layer),
                  experts, self._scope_layer)
-        self._hits = np.zeros(layers, dtype=np.int64)
-        self._misses = np.zeros(layers, dtype=np.int64)
-        self._miss_keys = np.zeros(layers * experts, dtype=np.int64)
-        self._miss_tokens = np.zeros(layers * experts, dtype=np.int64)
+        self._out = np.zeros(2 * layers + 3 * layers * experts, dtype=np.int64)
         self._buf = np.zeros(experts, dtype=np.int64)
 
     @property
@@ -631,15 +709,16 @@ class ExpertCache:
             arr = arr.astype(np.int64)
         if not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr)
-        if arr.size and (arr.max() >= self.experts or arr.min() < -1):
-            raise ValueError(f"expert ids must lie in [-1, {self.experts - 1}]")
         n = cache_step(arr, self.experts, self._code, self._scope_layer, self.capacity,
-                       self.window, self._st, self._ps, self._ctr, self._hits, self._misses,
-                       self._miss_keys, self._miss_tokens, self._buf)
-        keys = self._miss_keys[:n]
-        return CacheStep(hits=self._hits.copy(), misses=self._misses.copy(),
-                         miss_layer=keys // self.experts, miss_expert=keys % self.experts,
-                         miss_tokens=self._miss_tokens[:n].copy())
+                       self.window, self._st, self._ps, self._ctr, self._out, self._buf)
+        if n < 0:
+            raise ValueError(f"expert ids must lie in [-1, {self.experts - 1}]")
+        layers = self.layers
+        out = self._out[:2 * layers + 3 * n].copy()
+        return CacheStep(hits=out[:layers], misses=out[layers:2 * layers],
+                         miss_layer=out[2 * layers:2 * layers + n],
+                         miss_expert=out[2 * layers + n:2 * layers + 2 * n],
+                         miss_tokens=out[2 * layers + 2 * n:])
 
     def insert(self, layer: int, experts: np.ndarray) -> int:
         """Prefetch ``experts`` of ``layer``: make them resident (evicting by the policy) as if
@@ -657,9 +736,8 @@ class ExpertCache:
         """``(E,)`` bool: which experts of ``layer`` are resident now."""
         if not 0 <= layer < self.layers:
             raise ValueError(f"layer must lie in [0, {self.layers - 1}]; got {layer}")
-        rows = self._st[layer * self.experts:(layer + 1) * self.experts, _RES]
-        return rows.astype(bool)
+        return self._st[_RES, layer * self.experts:(layer + 1) * self.experts].astype(bool)
 
     def resident_count(self) -> int:
         """Experts resident now, over all layers."""
-        return int(self._st[:, _RES].sum())
+        return int(self._st[_RES].sum())
