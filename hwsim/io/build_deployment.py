@@ -8,6 +8,7 @@ the shortfall named.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from hwsim.errors import SpecError
@@ -89,11 +90,35 @@ def _pools(f: Fields) -> tuple[Pool, ...]:
     return tuple(pools)
 
 
-def _experts(f: Fields) -> ExpertConfig:
+def routing_files(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """(field path under ``experts.routing``, file) of every trace file a routing model names:
+    its own ``file`` and those of its mixture ``components``."""
+    out = [("file", params["file"])] if isinstance(params.get("file"), str) else []
+    components = params.get("components")
+    for i, comp in enumerate(components if isinstance(components, list) else []):
+        if isinstance(comp, dict) and isinstance(comp.get("file"), str):
+            out.append((f"components[{i}].file", comp["file"]))
+    return out
+
+
+def _resolve_routing_files(params: dict[str, Any], base: Path) -> dict[str, Any]:
+    """Trace files named by the routing model, relative to the cluster file."""
+    def fix(item: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(item.get("file"), str) and not Path(item["file"]).is_absolute():
+            return {**item, "file": str(base / item["file"])}
+        return item
+
+    out = fix(params)
+    if isinstance(out.get("components"), list):
+        out = {**out, "components": [fix(c) if isinstance(c, dict) else c for c in out["components"]]}
+    return out
+
+
+def _experts(f: Fields, base: Path) -> ExpertConfig:
     if not f.data:
         return ExpertConfig()
     routing = dict(f.get("routing", {"model": "uniform"}))
-    ref = RoutingRef(model=str(routing.pop("model")), params=routing)
+    ref = RoutingRef(model=str(routing.pop("model")), params=_resolve_routing_files(routing, base))
     offload = _offload(f.sub("offload")) if f.has("offload") else None
     return build(f.path, ExpertConfig, placement=f.get("placement", "contiguous"),
                  placement_file=f.get("placement_file"), redundant=f.get("redundant", 0), routing=ref,
@@ -129,7 +154,7 @@ def build_deployment(f: Fields, ctx: Context, doc: Document, cluster: Cluster) -
     model = ctx.reference("model", f.require("model"), doc=doc, path=f.at("model"))
     dtypes = _dtypes(f.sub("dtypes"), model)
     deployment = build(f.path, Deployment, model_name=model.name, dtypes=dtypes, pools=_pools(f),
-                       experts=_experts(f.sub("experts")), overlap=f.get("overlap", "none"),
+                       experts=_experts(f.sub("experts"), Path(doc.file).parent), overlap=f.get("overlap", "none"),
                        memory_reserve_fraction=f.fraction("memory_reserve", 0.1),
                        speculative=_speculative(f.sub("speculative")), cuda_graph=bool(f.get("cuda_graph", True)))
     check_deployment(deployment, model, cluster, f)

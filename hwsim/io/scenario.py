@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hwsim.errors import SpecError
-from hwsim.io.build_deployment import build_deployment
+from hwsim.io.build_deployment import build_deployment, routing_files
 from hwsim.io.fields import Fields
 from hwsim.io.load import Context, _ensure_builders
 from hwsim.io.placement import deployment_placement
@@ -50,6 +50,11 @@ def build_scenario(doc: Document, ctx: Context, input_hashes: dict[str, str]) ->
             raise
         raise doc.error(err) from None
     hashes = dict(input_hashes)
+    for field, file in routing_files(deployment.experts.routing.params):
+        if not Path(file).is_file():
+            raise doc.error(SpecError("routing trace file not found", path=f"deployment.experts.routing.{field}",
+                                      expected="a routing trace file (relative to this file)", found=file))
+        hashes[file] = file_sha256(file)
     placed = deployment_placement(doc, deployment, model)
     if placed is not None:
         hashes[str(placed[1])] = file_sha256(placed[1])

@@ -242,3 +242,45 @@ def test_histogram_component_in_a_mixture_with_locality(tmp_path):
     with pytest.raises(SpecError) as err:
         make_routing(RoutingRef(model="mixture", params={"components": components}), _moe())
     assert err.value.path == "experts.routing.components[0].model"
+
+
+# ---------------------------------------------------------------- loading a scenario
+
+
+CLUSTER = """\
+version: 1
+kind: cluster
+name: mixtral-trace
+nodes: {system: DGX-H100, count: 1}
+deployment:
+  model: mixtral-8x7b
+  dtypes: {weights: bf16, activations: bf16, kv: bf16}
+  pools:
+    - {name: main, replicas: 1, parallelism: {tp: 4}}
+  experts: {routing: ROUTING}
+"""
+
+
+def test_scenario_resolves_trace_files_next_to_the_cluster_file_and_hashes_them(tmp_path):
+    from hwsim.io.scenario import file_sha256, load_scenario
+
+    moe = MoESpec(num_experts=8, top_k=2, expert_ffn_dim=14336)
+    trace = token_trace(make_routing(RoutingRef(), moe), np.random.default_rng(0), 64, 4)
+    (tmp_path / "data").mkdir()
+    write_routing_trace(tmp_path / "data" / "routing.npz", trace)
+    (tmp_path / "data" / "counts.csv").write_text("layer,expert,count\n" + "".join(f"0,{e},{e + 1}\n" for e in range(8)))
+    routing = ("{model: mixture, components: [{weight: 1, model: trace, file: data/counts.csv}]}")
+    (tmp_path / "mix.yaml").write_text(CLUSTER.replace("ROUTING", routing))
+    scenario = load_scenario(tmp_path / "mix.yaml")
+    assert str(tmp_path / "data" / "counts.csv") in scenario.input_hashes
+    (tmp_path / "ids.yaml").write_text(CLUSTER.replace("ROUTING", "{model: trace, file: data/routing.npz}"))
+    scenario = load_scenario(tmp_path / "ids.yaml")
+    file = str(tmp_path / "data" / "routing.npz")
+    assert scenario.input_hashes[file] == file_sha256(file)
+    model = make_routing(scenario.deployment.experts.routing, scenario.model.moe)
+    assert isinstance(model, TraceRouting)
+    np.testing.assert_array_equal(model.step_counts(np.random.default_rng(0), 64, 1), trace.counts()[1])
+    (tmp_path / "gone.yaml").write_text(CLUSTER.replace("ROUTING", "{model: trace, file: nowhere.npz}"))
+    with pytest.raises(SpecError) as err:
+        load_scenario(tmp_path / "gone.yaml")
+    assert err.value.path == "deployment.experts.routing.file" and err.value.file.endswith("gone.yaml")
