@@ -29,14 +29,14 @@ from typing import Any, Protocol
 from hwsim.errors import HwsimError, SpecError
 
 __all__ = ["Executor", "SerialExecutor", "ProcessExecutor", "DaskExecutor", "make_executor", "default_workers",
-           "WorkerLostError", "BACKENDS"]
+           "ExecutorError", "BACKENDS"]
 
 BACKENDS = ("process", "dask")
 Task = Callable[[Any, Any], list[dict[str, Any]]]
 
 
-class WorkerLostError(HwsimError):
-    """A worker process died while running configurations (exit code 1)."""
+class ExecutorError(HwsimError):
+    """Workers could not start, or one died while running configurations (exit code 1)."""
 
     exit_code = 1
 
@@ -101,7 +101,7 @@ class ProcessExecutor:
                     try:
                         rows = fut.result()
                     except BrokenProcessPool as err:
-                        raise WorkerLostError(f"a worker process died (killed or out of memory): {err}; "
+                        raise ExecutorError(f"a worker process died (killed or out of memory): {err}; "
                                               "the rows written so far are kept: rerun with --resume") from None
                     yield i, rows
         finally:
@@ -133,6 +133,9 @@ class DaskExecutor:
             self.close()
             raise SpecError(f"cannot reach the Dask scheduler: {err}", path="--scheduler",
                             expected="the address of a running scheduler (tcp://host:8786)", found=scheduler) from None
+        except Exception as err:  # a LocalCluster that fails to start raises RuntimeError
+            self.close()
+            raise ExecutorError(f"cannot start Dask workers: {type(err).__name__}: {err}") from None
         self.workers = len(self._client.scheduler_info().get("workers", {})) or workers
         where = f"scheduler {scheduler}" if scheduler else "a LocalCluster"
         self.description = f"Dask, {self.workers} workers on {where}"
@@ -140,7 +143,7 @@ class DaskExecutor:
     def run(self, fn: Task, job: Any, batches: Sequence[Any]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
         from distributed import as_completed
 
-        job_future = self._client.scatter(job, broadcast=True)
+        job_future = self._client.scatter(job, broadcast=True, hash=False)
         futures = [self._client.submit(fn, job_future, batch, pure=False) for batch in batches]
         index = {f.key: i for i, f in enumerate(futures)}
         try:
@@ -148,7 +151,7 @@ class DaskExecutor:
                 try:
                     rows = fut.result()
                 except Exception as err:  # KilledWorker and other scheduler-side failures
-                    raise WorkerLostError(f"a Dask task failed ({type(err).__name__}: {err}); "
+                    raise ExecutorError(f"a Dask task failed ({type(err).__name__}: {err}); "
                                           "the rows written so far are kept: rerun with --resume") from None
                 yield index[fut.key], rows
         finally:

@@ -99,7 +99,7 @@ def plan_sweep(spec: SweepSpec | str | Path, *, catalog_dirs: Sequence[str] = ()
 
 def _files(spec: SweepSpec, hashes: dict[str, str]) -> dict[str, dict[str, str]]:
     paths = {"cluster": spec.cluster_file, "trace": spec.trace_file}
-    return {role: {"file": os.path.normpath(paths[role]), "sha256": sha} for role, sha in hashes.items()}
+    return {role: {"file": os.path.normpath(str(paths[role])), "sha256": sha} for role, sha in hashes.items()}
 
 
 def _summary_fields(summarize: Summarizer | None) -> tuple[str, ...]:
@@ -156,7 +156,7 @@ def run_sweep(plan: SweepPlan, out_dir: str | Path, *, executor: Executor | None
     done = store.load_done() if resume else {}
     if retry_errors:
         done = {k: r for k, r in done.items() if r["status"] == STATUS_OK}
-    first = {}
+    first: dict[str, Configuration] = {}
     for c in plan.configs:
         first.setdefault(c.key, c)
     count = Counter(c.key for c in plan.configs)

@@ -177,5 +177,9 @@ class ResultStore:
         return atomic_write(self.results_path, lambda fh: pq.write_table(table, fh))
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> Path:
-        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        return atomic_write(self.out_dir / "sweep.json", lambda fh: fh.write(text.encode("utf-8")))
+        data = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+        def write(fh: BinaryIO) -> None:
+            fh.write(data)
+
+        return atomic_write(self.out_dir / "sweep.json", write)

@@ -36,7 +36,7 @@ def test_patch_sets_values_and_leaves_the_input_alone():
     out = apply_patch(BASE, {"deployment.pools[0].parallelism.ep": 16, "nodes.count": 2})
     assert out["deployment"]["pools"][0]["parallelism"] == {"tp": 1, "attention_dp": 32, "ep": 16}
     assert out["nodes"]["count"] == 2
-    assert BASE == before
+    assert before == BASE
 
 
 def test_a_mapping_value_replaces_the_subtree_and_later_paths_reach_inside_it():
