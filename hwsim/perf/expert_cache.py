@@ -14,11 +14,13 @@ The model
   resident is a hit; one that is not is a miss, fetched once for the step (however many of the
   step's tokens picked it) and then made resident. Hits and misses are therefore counted per
   distinct (step, layer, expert): for batch-1 decode that is per token-expert use.
-* **Order inside an access.** All hits of the access are found against the cache as it was
-  before the access (and touched in the order the tokens picked them); then the misses are
-  inserted in that order. A victim is chosen, by the policy, among residents *not* used by the
-  current access; only when every resident is in use (the access needs more experts than the
-  cache holds) does the policy's victim come from the current access itself.
+* **Order inside an access.** Hits are counted against the cache as it was before the
+  access. Then every expert of the access is touched in the order the tokens picked it (a hit
+  is refreshed, a miss enters the cache), and the cache is trimmed back to ``capacity`` by
+  evicting in the policy's order, never an expert the current access used while another can
+  go (only an access needing more experts than the cache holds evicts its own, earliest
+  first). Touching in pick order, whatever hit, keeps LRU a stack algorithm: a larger LRU
+  cache always holds what a smaller one holds, so it never hits less (Mattson et al., 1970).
 * **Scope.** ``layer``: every MoE layer has its own cache of ``capacity`` experts (how
   offloading engines such as Mixtral-offloading, MoE-Infinity or the moe-lrc toy models keep
   them). ``device``: one cache of ``capacity`` experts shared by all layers of the device; the
@@ -39,10 +41,18 @@ The model
     experts: keep the experts used in the last ``window`` steps, as many as fit (least recently
     used evicted first when they do not); at the end of each step the experts not used in the
     last ``window`` steps are dropped, so the cache may hold fewer than ``capacity``.
-  - ``belady``: the optimal offline policy (Belady, 1966): when a miss needs room, drop the
-    candidate, resident or incoming, whose next use is furthest in the future (ties: least
-    recently used). It may decline to keep the incoming expert, so it is the true optimum of
-    any policy that fetches misses on demand: an upper bound, offline replay only.
+  - ``belady``: the optimal offline policy (Belady, 1966): trimming evicts the expert whose
+    next use is furthest in the future (ties: least recently used), the fetched ones included
+    and without sparing the current access, so after every access the cache holds the
+    ``capacity`` experts needed soonest. That is the optimum of any policy that fetches misses
+    on demand: an upper bound, offline replay only.
+  - ``segment`` (:func:`segment_hits`, offline): the *segment cache best hit rate* (SCH) of
+    Liang et al., "Not All Models Suit Expert Offloading: On Local Routing Consistency of
+    Mixture-of-Expert Models" (2025). The trace is cut into segments of ``m`` consecutive
+    tokens (restarted at each sequence); for each segment an oracle holds the ``capacity``
+    experts that segment picks most, and its hits are their picks. Counted per token pick,
+    it ignores the cost of loading each segment's set: a bound on what a cache refreshed every
+    ``m`` tokens with perfect foresight can reach, which measures how local the routing is.
 * **Warm start.** Empty, or pre-filled (``popularity``, shape ``(L, E)``) with the most
   popular experts, inserted least popular first so that they are also the first evicted.
   Popularity ties go to the lower expert index.
@@ -164,22 +174,15 @@ def fill(st: np.ndarray, ps: np.ndarray, ctr: np.ndarray, keys: np.ndarray, expe
 
 
 @njit(cache=True)
-def _victim(st: np.ndarray, ps: np.ndarray, p: int, policy: int, acc: int, incoming: int,
-            nuk: np.ndarray) -> int:
-    """The key to drop so that ``incoming`` can enter partition ``p`` (``incoming`` = bypass)."""
+def _victim(st: np.ndarray, ps: np.ndarray, p: int, policy: int, acc: int, nuk: np.ndarray) -> int:
+    """LFU and Belady: the resident of partition ``p`` to evict (see the module's model)."""
     prv = st[_PREV]
-    stamp = st[_STAMP]
     seq = st[_SEQ]
-    tail = ps[_TAIL, p]
-    if policy == FIFO:         # the oldest resident not used by this access
-        key = tail
-        while key >= 0 and stamp[key] == acc:
-            key = prv[key]
-        return key if key >= 0 else tail
-    if policy == LFU:
+    best = ps[_TAIL, p]
+    key = prv[best]
+    if policy == LFU:          # least (used now, frequency, recency)
+        stamp = st[_STAMP]
         freq = st[_FREQ]
-        best = tail
-        key = prv[tail]
         while key >= 0:
             bp = stamp[best] == acc
             kp = stamp[key] == acc
@@ -188,15 +191,11 @@ def _victim(st: np.ndarray, ps: np.ndarray, p: int, policy: int, acc: int, incom
                 best = key
             key = prv[key]
         return best
-    if policy == BELADY:       # furthest next use, residents and incoming; ties: least recent
-        best = incoming
-        key = tail
-        while key >= 0:
-            if nuk[key] > nuk[best] or (nuk[key] == nuk[best] and seq[key] < seq[best]):
-                best = key
-            key = prv[key]
-        return best
-    return tail                # LRU, window: the current access's keys are the most recent
+    while key >= 0:            # Belady: furthest next use, ties to the least recent
+        if nuk[key] > nuk[best] or (nuk[key] == nuk[best] and seq[key] < seq[best]):
+            best = key
+        key = prv[key]
+    return best
 
 
 @njit(cache=True)
@@ -247,7 +246,8 @@ def run(ids: np.ndarray, tokens_per_step: int, experts: int, policy: int, scope_
             base = layer * experts
             h = 0
             m = 0
-            # 1. classify the access's distinct experts; hits are touched in pick order
+            # 1. the access's distinct experts, in pick order
+            n = 0
             for t in range(t0, t1):
                 for j in range(k):
                     e = ids[t, layer, j]
@@ -261,64 +261,41 @@ def run(ids: np.ndarray, tokens_per_step: int, experts: int, policy: int, scope_
                     stamp[key] = acc
                     if counts_tokens:
                         tok[key] = 1
-                    if counts_uses:
-                        freq[key] += 1
-                    if ages:
-                        lstep[key] = step
                     if belady:
                         nuk[key] = nu[t, layer, j]
-                    if res[key]:
-                        h += 1
-                        if orders:
-                            seqs[key] = seq
-                            seq += 1
-                        first = head[p]
-                        if move and first != key:       # to the head (it has a predecessor)
-                            before = prv[key]
-                            after = nxt[key]
-                            nxt[before] = after
-                            if after >= 0:
-                                prv[after] = before
-                            else:
-                                tail[p] = before
-                            prv[key] = -1
-                            nxt[key] = first
-                            prv[first] = key
-                            head[p] = key
-                    else:
-                        buf[m] = key
-                        m += 1
-            # 2. fetch the misses, making room by the policy
-            if admit:
-                for i in range(m):
-                    key = buf[i]
-                    if orders:
-                        seqs[key] = seq
-                        seq += 1
-                    if count[p] >= capacity:
-                        victim = tail[p]
-                        if fifo:                        # oldest not used by this access
-                            while victim >= 0 and stamp[victim] == acc:
-                                victim = prv[victim]
-                            if victim < 0:
-                                victim = tail[p]
-                        elif scan:
-                            victim = _victim(st, ps, p, policy, acc, key, nuk)
-                        if victim == key:
-                            continue                    # Belady: not worth keeping
-                        before = prv[victim]
-                        after = nxt[victim]
-                        if before >= 0:
-                            nxt[before] = after
-                        else:
-                            head[p] = after
+                    buf[n] = key
+                    n += 1
+            # 2. hits move to the head, misses are fetched and enter at the head, in pick order
+            for i in range(n):
+                key = buf[i]
+                if counts_uses:
+                    freq[key] += 1
+                if ages:
+                    lstep[key] = step
+                if orders:
+                    seqs[key] = seq
+                    seq += 1
+                first = head[p]
+                if res[key]:
+                    h += 1
+                    if move and first != key:          # unlink (it has a predecessor), push
+                        before = prv[key]
+                        after = nxt[key]
+                        nxt[before] = after
                         if after >= 0:
                             prv[after] = before
                         else:
                             tail[p] = before
-                        res[victim] = 0
-                        count[p] -= 1
-                    first = head[p]
+                        prv[key] = -1
+                        nxt[key] = first
+                        prv[first] = key
+                        head[p] = key
+                    continue
+                if counts_tokens:
+                    record[n_rec] = key
+                    n_rec += 1
+                m += 1
+                if admit:
                     prv[key] = -1
                     nxt[key] = first
                     if first >= 0:
@@ -328,12 +305,35 @@ def run(ids: np.ndarray, tokens_per_step: int, experts: int, policy: int, scope_
                     head[p] = key
                     res[key] = 1
                     count[p] += 1
+            # 3. back to capacity, evicting in the policy's order
+            cursor = tail[p]
+            while count[p] > capacity:
+                if scan:
+                    victim = _victim(st, ps, p, policy, acc, nuk)
+                else:
+                    victim = tail[p]
+                    if fifo:                           # the oldest not used by this access
+                        while cursor >= 0 and stamp[cursor] == acc:
+                            cursor = prv[cursor]
+                        if cursor >= 0:
+                            victim = cursor
+                            cursor = prv[cursor]
+                before = prv[victim]
+                after = nxt[victim]
+                if before >= 0:
+                    nxt[before] = after
+                else:
+                    head[p] = after
+                if after >= 0:
+                    prv[after] = before
+                else:
+                    tail[p] = before
+                prv[victim] = -1
+                nxt[victim] = -1
+                res[victim] = 0
+                count[p] -= 1
             hits[layer] += h
             misses[layer] += m
-            if record.shape[0] > 0:
-                for i in range(m):
-                    record[n_rec] = buf[i]
-                    n_rec += 1
             acc += 1
         # 3. window: drop what the last ``window`` steps did not use (from the old end)
         if policy == WINDOW:
@@ -437,32 +437,42 @@ def cache_step(ids: np.ndarray, experts: int, policy: int, scope_layer: bool, ca
 @njit(cache=True)
 def prefetch(keys: np.ndarray, experts: int, policy: int, scope_layer: bool, capacity: int,
              st: np.ndarray, ps: np.ndarray, ctr: np.ndarray) -> int:
-    """Make ``keys`` resident as if used now (recency, not frequency); returns how many entered."""
+    """Make ``keys`` (one layer's) resident as if used now, recency but not frequency; the
+    cache is then trimmed to capacity like after an access. Returns how many were fetched."""
+    if keys.shape[0] == 0 or policy == STATIC or capacity <= 0:
+        return 0
     acc = ctr[_CACC]
     ctr[_CACC] += 1
-    nuk = np.zeros(0, dtype=np.int64)
-    entered = 0
+    p = keys[0] // experts if scope_layer else 0
+    fetched = 0
     for i in range(keys.shape[0]):
         key = keys[i]
         if st[_STAMP, key] == acc:
             continue
         st[_STAMP, key] = acc
         st[_LSTEP, key] = ctr[_CSTEP]
-        p = key // experts if scope_layer else 0
         st[_SEQ, key] = ctr[_CSEQ]
         ctr[_CSEQ] += 1
         if st[_RES, key]:
-            if policy != FIFO and ps[_HEAD, p] != key:
+            if policy != FIFO:
                 _unlink(st[_PREV], st[_NEXT], ps[_HEAD], ps[_TAIL], p, key)
                 _push_head(st[_PREV], st[_NEXT], ps[_HEAD], ps[_TAIL], p, key)
-            continue
-        if policy == STATIC or capacity <= 0:
-            continue
-        if ps[_COUNT, p] >= capacity:
-            _evict(st, ps, p, _victim(st, ps, p, policy, acc, key, nuk))
-        _admit(st, ps, p, key)
-        entered += 1
-    return entered
+        else:
+            _admit(st, ps, p, key)
+            fetched += 1
+    nuk = np.zeros(0, dtype=np.int64)
+    while ps[_COUNT, p] > capacity:
+        victim = ps[_TAIL, p]
+        if policy == LFU:
+            victim = _victim(st, ps, p, policy, acc, nuk)
+        elif policy == FIFO:
+            key = victim
+            while key >= 0 and st[_STAMP, key] == acc:
+                key = st[_PREV, key]
+            if key >= 0:
+                victim = key
+        _evict(st, ps, p, victim)
+    return fetched
 
 
 @njit(cache=True)

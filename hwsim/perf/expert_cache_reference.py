@@ -67,12 +67,11 @@ class ReferenceCache:
                 n = self.tick()
                 part[pair] = _Entry(inserted=n, touched=n, step=-1)
 
-    def choose_victim(self, part: dict, current: set, incoming: tuple[int, int],
-                      next_use: dict) -> tuple[int, int]:
+    def choose_victim(self, part: dict, current: set, next_use: dict) -> tuple[int, int]:
+        """The resident to evict: never one the current access used while another can go
+        (Belady: furthest next use, no such rule)."""
         if self.policy == "belady":
-            cands = [*part, incoming]
-            last = {**{p: part[p].touched for p in part}, incoming: self.clock}
-            return max(cands, key=lambda p: (next_use.get(p, NEVER), -last[p]))
+            return max(part, key=lambda p: (next_use.get(p, NEVER), -part[p].touched))
         if self.policy in ("lru", "window"):
             order = lambda p: part[p].touched                          # noqa: E731
         elif self.policy == "fifo":
@@ -82,8 +81,11 @@ class ReferenceCache:
         return min(part, key=lambda p: (p in current, order(p)))
 
     def access(self, layer: int, picks: list[int], next_use: dict | None = None) -> tuple[int, list]:
-        """One layer's access (the experts picked, in token order); returns ``(hits, missed)``."""
-        next_use = next_use if next_use is not None else {}
+        """One layer's access (the experts picked, in token order); returns ``(hits, missed)``.
+
+        Every expert of the access is touched in pick order (a miss enters the cache), then
+        the cache is trimmed back to capacity.
+        """
         part = self.part(layer)
         seen: list[int] = []
         for e in picks:
@@ -93,23 +95,18 @@ class ReferenceCache:
         for e in seen:
             pair = (layer, e)
             self.freq[pair] += 1
+            n = self.tick()
             if pair in part:
                 hits += 1
-                part[pair].touched = self.tick()
+                part[pair].touched = n
                 part[pair].step = self.step_index
-            else:
-                missed.append(pair)
-        if self.policy == "static" or self.capacity <= 0:
-            return hits, missed
+                continue
+            missed.append(pair)
+            if self.policy != "static" and self.capacity > 0:
+                part[pair] = _Entry(inserted=n, touched=n, step=self.step_index)
         current = {(layer, e) for e in seen}
-        for pair in missed:
-            n = self.tick()
-            if len(part) >= self.capacity:
-                victim = self.choose_victim(part, current, pair, next_use)
-                if victim == pair:
-                    continue
-                del part[victim]
-            part[pair] = _Entry(inserted=n, touched=n, step=self.step_index)
+        while len(part) > max(self.capacity, 0) and self.policy != "static":
+            del part[self.choose_victim(part, current, next_use or {})]
         return hits, missed
 
     def end_step(self) -> None:
