@@ -172,3 +172,14 @@ def test_report_command(tmp_path, reference):
         "pareto-cost-vs-tpot.png", "pareto-throughput-vs-speed.png", "report.md"]
     bad = cli("sweep", "report", reference.parent, "-o", tmp_path / "rep2", "--color-by", "nope")
     assert bad.exit_code == 2
+
+
+def test_the_example_sweep_plans_and_its_first_configurations_run(tmp_path):
+    from hwsim.sweep.run import plan_sweep, run_sweep
+
+    plan = plan_sweep(REPO / "examples" / "sweeps" / "ep-vs-tp.yaml")
+    assert len(plan.configs) == 96
+    assert plan.job.input_tokens == 1147 and plan.job.output_tokens == 260  # the trace's mean lengths
+    first = type(plan)(spec=plan.spec, configs=plan.configs[:2], job=plan.job, layout=plan.layout)
+    outcome = run_sweep(first, tmp_path / "out")
+    assert (outcome.configurations, outcome.ok) == (2, 2)
