@@ -119,13 +119,16 @@ def write_expert_tables(result: SimResult, out_dir: str | Path) -> list[Path]:
 
 
 def experts_line(summary: dict[str, Any]) -> str | None:
-    """One line for people: device load max/mean per pool and the busiest EP link."""
+    """One line for people: per-step imbalance, run-total device load max/mean per pool, and the
+    busiest EP link."""
     experts = summary.get("experts") or {}
     pools = experts.get("devices") or []
     if not pools:
         return None
-    parts = [f"{p['pool']} ({p['placement']}, ep {p['ep']}): device load max/mean "
-             f"{_num(p.get('max_over_mean_mean'))} (worst layer {_num(p.get('max_over_mean'))})" for p in pools]
+    parts = [f"step busiest/mean EP rank {_num(experts.get('step_imbalance_mean'))} "
+             f"(max {_num(experts.get('step_imbalance_max'))})"]
+    parts += [f"{p['pool']} ({p['placement']}, ep {p['ep']}): run-total device load max/mean "
+              f"{_num(p.get('max_over_mean_mean'))} (worst layer {_num(p.get('max_over_mean'))})" for p in pools]
     hot = experts.get("ep_hotspots") or []
     if hot:
         h = hot[0]
