@@ -157,3 +157,19 @@ def test_routing_models_change_what_eplb_builds(tmp_path):
     pool = sc.deployment.pools[0]
     skewed, flat = ExpertSampling(sc).placement(pool), ExpertSampling(uni).placement(pool)
     assert not np.array_equal(skewed.at(0).slots, flat.at(0).slots)
+
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "pangu-moge-8npu"
+
+
+@pytest.mark.parametrize("name", ["moge", "topk", "moge-ep8", "topk-ep8"])
+def test_pangu_example_loads_and_moge_balances_every_step(name):
+    sc = load_scenario(EXAMPLE / f"cluster-{name}.yaml")
+    assert sc.model.moe.moge == name.startswith("moge")
+    sample = imbalance_sampler_factory(sc)(sc.deployment.pools[0])
+    rng = np.random.default_rng(0)
+    ratios = [sample(rng, 16) for _ in range(50)]
+    if name.startswith("moge"):
+        assert ratios == [1.0] * 50
+    else:
+        assert np.mean(ratios) > 1.1
