@@ -57,7 +57,10 @@ def _row(kind: int, source: int, a: np.ndarray, src: np.ndarray, prefill_new: np
         local = int(a[15])
         if per_expert <= 0 or local <= 0:
             return (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-        tokens = np.full(local, per_expert, np.int64)
+        # fewer token-expert picks than local experts (small decode batches): at most that many
+        # experts are touched, so only their weights are read
+        touched = local if src[source] >= 1.0 else min(local, int(np.ceil(src[source] * local - 1e-9)))
+        tokens = np.full(touched, per_expert, np.int64)
         tile_m = 64 if masked else 128
         return kernels.grouped_gemm_cost(tokens, int(a[0]), int(a[1]), a[2], a[3], a[4], a[5], a[6],
                                          a[7], a[8], int(a[9]), tile_m, int(a[10]), masked, a[11],

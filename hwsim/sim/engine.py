@@ -117,7 +117,7 @@ class Scheduler:
                    for s in (*self.running, *self.waiting))
 
     # -- forming a step ---------------------------------------------------------------------
-    def plan(self) -> StepPlan:
+    def plan(self, retry: bool = True) -> StepPlan:
         step = StepPlan()
         budget = self.limits.max_batched_tokens
         extra = 1 + self.draft
@@ -141,6 +141,8 @@ class Scheduler:
             if taken == 0:
                 break
             budget -= taken
+        if retry and step.empty and not self.prefills and any(s.active for s in self.running):
+            return self.plan(retry=False)  # a decode replica that only admitted sequences decodes them now
         return step
 
     def _admit(self, s: Seq) -> None:
