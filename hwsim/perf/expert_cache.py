@@ -199,6 +199,17 @@ def _victim(st: np.ndarray, ps: np.ndarray, p: int, policy: int, acc: int, nuk: 
 
 
 @njit(cache=True)
+def expire(st: np.ndarray, ps: np.ndarray, step: int, window: int) -> None:
+    """Window policy, end of ``step``: drop the residents the last ``window`` steps did not use."""
+    for p in range(ps.shape[1]):
+        key = ps[_TAIL, p]
+        while key >= 0 and st[_LSTEP, key] <= step - window:
+            before = st[_PREV, key]
+            _evict(st, ps, p, key)
+            key = before
+
+
+@njit(cache=True)
 def run(ids: np.ndarray, tokens_per_step: int, experts: int, policy: int, scope_layer: bool,
         capacity: int, window: int, st: np.ndarray, ps: np.ndarray, ctr: np.ndarray,
         nu: np.ndarray, nuk: np.ndarray, hits: np.ndarray, misses: np.ndarray, buf: np.ndarray,
@@ -335,21 +346,8 @@ def run(ids: np.ndarray, tokens_per_step: int, experts: int, policy: int, scope_
             hits[layer] += h
             misses[layer] += m
             acc += 1
-        # 3. window: drop what the last ``window`` steps did not use (from the old end)
         if policy == WINDOW:
-            for q in range(head.shape[0]):
-                key = tail[q]
-                while key >= 0 and lstep[key] <= step - window:
-                    before = prv[key]
-                    res[key] = 0
-                    count[q] -= 1
-                    prv[key] = -1
-                    if before >= 0:
-                        nxt[before] = -1
-                    else:
-                        head[q] = -1
-                    tail[q] = before
-                    key = before
+            expire(st, ps, step, window)
         step += 1
     ctr[_CSEQ] = seq
     ctr[_CACC] = acc
@@ -424,8 +422,10 @@ def cache_step(ids: np.ndarray, experts: int, policy: int, scope_layer: bool, ca
     n = run(ids, max(n_tok, 1), experts, policy, scope_layer, capacity, window, st, ps, ctr,
             np.zeros((0, 0, 0), dtype=np.int64), np.zeros(0, dtype=np.int64), out[:layers],
             out[layers:2 * layers], buf, keys)
-    if n_tok == 0:
-        ctr[_CSTEP] += 1                     # an empty step still ages the window
+    if n_tok == 0:                           # an empty step still ages the window
+        if policy == WINDOW:
+            expire(st, ps, ctr[_CSTEP], window)
+        ctr[_CSTEP] += 1
     for i in range(n - 1, -1, -1):           # keys[i] -> layer, expert, tokens
         key = keys[i]
         keys[2 * n + i] = st[_TOK, key]
