@@ -183,3 +183,27 @@ def test_the_example_sweep_plans_and_its_first_configurations_run(tmp_path):
     first = type(plan)(spec=plan.spec, configs=plan.configs[:2], job=plan.job, layout=plan.layout)
     outcome = run_sweep(first, tmp_path / "out")
     assert (outcome.configurations, outcome.ok) == (2, 2)
+
+
+def test_repeated_configurations_run_once(tmp_path):
+    from hwsim.sweep.run import plan_sweep, run_sweep
+
+    spec = write_spec(tmp_path, """
+        combine: random
+        samples: 6
+        seed: 1
+        axes:
+          deployment.pools[0].scheduler.max_seqs: [64, 256]
+        """)
+    plan = plan_sweep(spec)
+    keys = [c.key for c in plan.configs]
+    assert len(set(keys)) < len(keys)
+    outcome = run_sweep(plan, tmp_path / "out")
+    parts = [r for p in sorted((tmp_path / "out" / "parts").glob("*.parquet")) for r in pq.read_table(p).to_pylist()]
+    assert sorted(r["key"] for r in parts) == sorted(set(keys))
+    table = rows(outcome.results).to_pylist()
+    assert [r["key"] for r in table] == keys
+    by_key = {}
+    for r in table:
+        same = {k: v for k, v in r.items() if k != "index"}
+        assert by_key.setdefault(r["key"], same) == same

@@ -252,6 +252,9 @@ def sweep_markdown(table: SweepTable, slos: Sequence[Mapping[str, float]], image
             lines.append(f"(not drawn: the results have no `{t.x}` or `{t.y}` column)")
             continue
         rows, front = front_rows(table, t)
+        if not rows:
+            lines.append(f"(no successful configuration has both `{t.x}` and `{t.y}`)")
+            continue
         if t.name in images:
             lines += [f"![{t.title}]({images[t.name]})", ""]
         lines += [f"{len(front)} of {len(rows)} configurations are on the front (numbered as in the plot).", "",

@@ -12,6 +12,7 @@ differences between configurations are not sampling noise).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -75,7 +76,8 @@ def plan_sweep(spec: SweepSpec | str | Path, *, catalog_dirs: Sequence[str] = ()
     if not isinstance(spec, SweepSpec):
         spec = load_sweep_spec(spec)
     check_axes(spec)
-    hashes = {"cluster": file_sha256(spec.cluster_file)}
+    cluster_bytes = spec.cluster_file.read_bytes()  # read once: the hash is that of the text workers get
+    hashes = {"cluster": hashlib.sha256(cluster_bytes).hexdigest()}
     if spec.trace_file is not None:
         hashes["trace"] = file_sha256(spec.trace_file)
     configs = configurations(spec, hashes)
@@ -89,7 +91,8 @@ def plan_sweep(spec: SweepSpec | str | Path, *, catalog_dirs: Sequence[str] = ()
         raise read_document(spec.file).error(err) from None
     inp, out = _request_shape(spec)
     job = Job(spec=spec, base_hashes=hashes, metrics=metrics, input_tokens=inp, output_tokens=out,
-              catalog_dirs=tuple(str(d) for d in catalog_dirs), summarize=summarize)
+              catalog_dirs=tuple(str(d) for d in catalog_dirs), summarize=summarize,
+              cluster_text=cluster_bytes.decode("utf-8"))
     meta = {"name": spec.name, "spec": spec.file, "mode": spec.mode, "combine": spec.combine, "seed": spec.seed,
             "hwsim_version": __version__, "bases": _files(spec, hashes), "input_tokens": inp, "output_tokens": out,
             "axes": [{"paths": list(a.paths), "name": a.name} for a in spec.axes]}

@@ -1,7 +1,8 @@
 """What a worker process runs: build each configuration's scenario and estimate or simulate it.
 
-A worker parses each base file once (a small per-process cache keyed by path and content hash)
-and shares one catalog context between configurations, so a catalog node or model is built once
+A worker parses the base cluster file once (it travels with the job, so a worker on another
+machine needs no copy; a small per-process cache keyed by path and content hash) and shares one
+catalog context between configurations, so a catalog node or model is built once
 per process. Each configuration patches a deep copy of the parsed base document, builds the
 scenario and runs it; any exception becomes an ``error`` row carrying its message, so a bad
 configuration never stops a sweep. The deterministic columns of a row depend only on the
@@ -22,7 +23,7 @@ from hwsim.errors import HwsimError
 from hwsim.io.load import Context
 from hwsim.io.patch import patch_document
 from hwsim.io.scenario import build_scenario
-from hwsim.io.source import Document, read_document
+from hwsim.io.source import Document, parse_text, read_document
 from hwsim.io.sweep_spec import SweepSpec
 from hwsim.spec.scenario import Scenario
 from hwsim.sweep.metrics import estimate_metrics, simulate_metrics
@@ -48,6 +49,12 @@ class Job:
     output_tokens: int
     catalog_dirs: tuple[str, ...] = ()
     summarize: Summarizer | None = field(default=None, compare=False)
+    cluster_text: str = ""  # the base cluster file's content: workers need not see the file itself
+
+    @property
+    def trace_path(self) -> Path:
+        """The trace, as an absolute path (for workers started elsewhere on a shared file system)."""
+        return Path(str(self.spec.trace_file)).resolve()
 
 
 def run_batch(job: Job, batch: Sequence[tuple[str, tuple[tuple[str, Any], ...]]]) -> list[dict[str, Any]]:
@@ -61,7 +68,7 @@ def evaluate(job: Job, patch: Sequence[tuple[str, Any]]) -> dict[str, Any]:
     try:
         spec = job.spec
         base, sha = str(spec.cluster_file), job.base_hashes["cluster"]
-        doc = patch_document(_base(base, sha), patch)
+        doc = patch_document(_base(base, sha, job.cluster_text), patch)
         sc = build_scenario(doc, _context(job.catalog_dirs), {base: sha})
         values = _estimate(job, sc) if spec.mode == "estimate" else _simulate(job, sc)
         row: dict[str, Any] = {"status": STATUS_OK, "error": "", **values}
@@ -77,9 +84,9 @@ def error_text(err: BaseException) -> str:
 
 
 @lru_cache(maxsize=16)
-def _base(path: str, sha256: str) -> Document:
-    """The parsed base file (keyed by content hash too: an edited file is read again)."""
-    return read_document(path)
+def _base(path: str, sha256: str, text: str) -> Document:
+    """The parsed base file (parsed once per content; relative references resolve from ``path``)."""
+    return parse_text(text, path) if text else read_document(path)
 
 
 @lru_cache(maxsize=4)
@@ -103,7 +110,7 @@ def _simulate(job: Job, sc: Scenario) -> dict[str, float | None]:
     spec = job.spec
     if job.summarize is None:
         raise ValueError("simulate mode needs a summarizer (hwsim.report.summary.summarize)")
-    trace = Path(str(spec.trace_file))
+    trace = job.trace_path
     result = simulate(sc, import_requests(trace, detect_format(trace)), seed=spec.seed,
                       duration_s=spec.duration_s, max_requests=spec.max_requests, router=spec.router,
                       imbalance_sampler_factory=imbalance_sampler_factory(sc), power_cap_w=spec.power_cap_w)
