@@ -64,6 +64,9 @@ class _PoolLoads:
         self.placement = placement
         self.share = [placement.at(layer).share for layer in layers]
         ranks = placement.ranks
+        # one copy per expert: a bincount over each expert's rank is cheaper than the product
+        self.rank_of = [np.argmax(s, axis=1) if np.all(s.max(axis=1) == 1.0) else None for s in self.share]
+        self.ranks = ranks
         self.tokens = np.zeros((len(layers), ranks))
         self.steps = np.zeros(len(layers), dtype=np.int64)
 
@@ -146,7 +149,11 @@ class ExpertSampling:
             i = turn[0] = (turn[0] + 1) % len(self.layers)  # steps take the sampled layers in turn
             counts = self.step_counts(rng, max(1, int(tokens)), i)
             self.expert_load[i] += counts
-            loads = counts @ state.share[i]
+            rank_of = state.rank_of[i]
+            if rank_of is not None:
+                loads = np.bincount(rank_of, weights=counts, minlength=state.ranks)
+            else:
+                loads = counts @ state.share[i]
             state.tokens[i] += loads
             state.steps[i] += 1
             mean = loads.mean()
