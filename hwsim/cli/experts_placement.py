@@ -34,7 +34,7 @@ STRATEGY_NAMES = ("contiguous", "round-robin", "eplb")
               help="Placement strategy.")
 @click.option("--routing", "routing_file", type=click.Path(dir_okay=False, exists=True), default=None,
               help="Expected loads from this routing model file ({model: zipf, skew: 1.2}) or routing trace "
-                   "(.npz ids or counts, .parquet ids, .csv counts) instead of the deployment's routing model.")
+                   "(.npz, .parquet or .csv, as routing model 'trace') instead of the deployment's routing.")
 @click.option("--redundant", type=click.IntRange(min=0), default=None,
               help="Redundant expert slots per MoE layer  [default: the deployment's experts.redundant]")
 @click.option("--pool", "pool_name", default=None, help="The pool to place for (default: the one with ep > 1).")
@@ -117,9 +117,7 @@ def loads(cluster_file: str, placement_file: str | None, tokens: int | None, sam
         counts = [expected[i][None] for i in range(len(layers))]
         what = "expected loads"
     else:
-        from hwsim.workload.routing import make_routing
-
-        routing = make_routing(sc.deployment.experts.routing, moe, path="deployment.experts.routing")
+        routing = _routing_model(sc, routing_file)
         rng = np.random.default_rng(seed)
         drawn = np.stack([routing.expert_counts(rng, tokens, layers) for _ in range(samples)])  # (S, L, E)
         counts = [drawn[:, i, :] for i in range(len(layers))]
@@ -154,33 +152,32 @@ def _ep_pool(sc: Scenario, name: str | None) -> Pool:
 
 
 def _expected_loads(sc: Scenario, routing_file: str | None) -> tuple[list[int], np.ndarray]:
-    """(MoE layers, (layers, E) expected load per expert): every MoE layer from a routing
-    model; from a routing trace, its recorded layers (the others take the summed counts)."""
+    """(every MoE layer, (layers, E) expected picks per token of each expert)."""
+    routing = _routing_model(sc, routing_file)
+    layers = list(range(sc.model.num_moe_layers))
+    return layers, np.stack([np.asarray(routing.inclusion(layer), dtype=float) for layer in layers])
+
+
+def _routing_model(sc: Scenario, routing_file: str | None) -> Any:
+    """The deployment's routing model, a routing model file's, or a routing trace's (``model: trace``)."""
+    from hwsim.spec.deployment import RoutingRef
     from hwsim.workload.routing import make_routing
 
     moe = sc.model.moe
     assert moe is not None
-    n = sc.model.num_moe_layers
-    layers = list(range(n))
-    if routing_file is None or Path(routing_file).suffix.lower() in (".yaml", ".yml", ".json"):
-        ref, path = sc.deployment.experts.routing, "deployment.experts.routing"
-        if routing_file is not None:
-            ref, path = _routing_ref(routing_file), ""
-        try:
-            routing = make_routing(ref, moe, path=path)
-        except SpecError as err:
-            if routing_file is None:
-                raise
-            raise err.with_context(file=routing_file) from None
-        return layers, np.stack([np.asarray(routing.inclusion(layer), dtype=float) for layer in layers])
-    recorded, counts = _trace_counts(routing_file, moe.num_experts)
-    out = np.tile(counts.sum(axis=0), (n, 1)).astype(float)
-    for layer, row in zip(recorded, counts, strict=True):
-        if layer >= n:
-            raise SpecError(f"the trace records MoE layer {layer}; {sc.model.name} has {n} MoE layers",
-                            file=routing_file, path="layers", expected=f"layers in 0..{n - 1}", found=int(layer))
-        out[layer] = row
-    return layers, out
+    ref, path = sc.deployment.experts.routing, "deployment.experts.routing"
+    if routing_file is not None:
+        path = ""
+        if Path(routing_file).suffix.lower() in (".yaml", ".yml", ".json"):
+            ref = _routing_ref(routing_file)
+        else:
+            ref = RoutingRef(model="trace", params={"file": str(Path(routing_file).resolve())})
+    try:
+        return make_routing(ref, moe, path=path)
+    except SpecError as err:
+        if routing_file is None:
+            raise
+        raise err.with_context(file=routing_file) from None
 
 
 def _routing_ref(path: str) -> Any:
@@ -194,30 +191,6 @@ def _routing_ref(path: str) -> Any:
                         expected="e.g. {model: zipf, skew: 1.2}", found=data)
     params = {k: v for k, v in data.items() if k != "model"}
     return RoutingRef(model=data["model"], params=params)
-
-
-def _trace_counts(path: str, num_experts: int) -> tuple[np.ndarray, np.ndarray]:
-    """(recorded MoE layers, (L, E) counts) of a routing trace (ids) or histogram (counts)."""
-    from hwsim.workload import routing_trace as rt
-
-    p = Path(path)
-    name = p.name.lower()
-    use_ids = name.endswith(".parquet")
-    if name.endswith(".npz"):
-        with np.load(p) as data:
-            use_ids = "ids" in data.files
-    if use_ids:
-        trace = rt.read_routing_trace(p)
-        counts, layers = trace.counts(), trace.layer_indices
-    else:
-        hist = rt.read_routing_histogram(p)
-        counts, layers = hist.counts.sum(axis=0), hist.layer_indices
-    if counts.shape[1] > num_experts:
-        raise SpecError(f"the trace names {counts.shape[1]} experts; the model has {num_experts}", file=path,
-                        expected=f"expert ids in 0..{num_experts - 1}", found=counts.shape[1])
-    full = np.zeros((counts.shape[0], num_experts))
-    full[:, : counts.shape[1]] = counts
-    return np.asarray(layers, dtype=np.int64), full
 
 
 def _place(sc: Scenario, pool: Pool, strategy: str, layers: list[int], loads: np.ndarray,

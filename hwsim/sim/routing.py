@@ -6,11 +6,12 @@ layer's placement (replicas split their expert's tokens equally; see
 :mod:`hwsim.workload.routing_loads`) and reports busiest-rank load / mean load; the step cost
 scales the expert GEMMs and dispatch by it.
 
-* **Counts.** A multinomial of ``tokens x real experts per token`` picks over the layer's
-  inclusion probabilities (exact means; it ignores only that one token's picks are distinct)
-  -- except under MoGE (Pangu Pro MoE), where every token
-  picks exactly ``top_k / groups`` experts of every group, so the draw is one multinomial per
-  group and a placement with one group per rank is exactly balanced, as the MoGE paper
+* **Counts.** The routing model's ``step_counts``: for popularity models a multinomial of
+  ``tokens x real experts per token`` picks over the layer's inclusion probabilities (exact
+  means; it ignores only that one token's picks are distinct), for a recorded trace its next
+  tokens. Under MoGE (Pangu Pro MoE) every token picks exactly ``top_k / groups`` experts of
+  every group, so a popularity model's draw is one multinomial per group instead, and a
+  placement with whole groups per rank is exactly balanced, as the MoGE paper
   (arXiv:2505.21411) designs it.
 * **Placement per pool and layer** (``experts.placement``): ``contiguous``, ``round-robin`` or
   ``eplb`` (:mod:`hwsim.workload.placement`, from the routing model's expected loads of the
@@ -40,6 +41,7 @@ from hwsim.spec.deployment import Pool
 from hwsim.spec.scenario import Scenario
 from hwsim.workload.placement import place_layers
 from hwsim.workload.routing import make_routing
+from hwsim.workload.routing_base import RoutingBase
 from hwsim.workload.routing_loads import LayeredPlacement
 
 __all__ = ["SAMPLED_LAYERS", "ExpertSampling", "imbalance_sampler_factory", "expected_routing_counts"]
@@ -91,9 +93,8 @@ class ExpertSampling:
         self.layers = sorted({0, n_moe // 2})[:SAMPLED_LAYERS]
         self.inclusion = np.stack([np.asarray(self.routing.inclusion(layer), dtype=float) for layer in self.layers])
         self.k = moe.real_experts_per_token
-        self._probs = self.inclusion / self.inclusion.sum(axis=1, keepdims=True)
         self._group_probs = None
-        if moe.moge and moe.num_expert_groups > 1:
+        if moe.moge and moe.num_expert_groups > 1 and _draws_from_inclusion(self.routing):
             g = self.inclusion.reshape(len(self.layers), moe.num_expert_groups, -1)
             self._group_probs = g / g.sum(axis=2, keepdims=True)
         self.expert_load = np.zeros((len(self.layers), moe.num_experts), np.int64)
@@ -135,9 +136,7 @@ class ExpertSampling:
         if self._group_probs is not None:  # MoGE: exactly top_k / groups picks per group and token
             per_group = tokens * (self.moe.top_k // self.moe.num_expert_groups)
             return rng.multinomial(per_group, self._group_probs[i]).reshape(-1)
-        # the routing model's per-step draw (switch to ``self.routing.step_counts(rng, tokens,
-        # self.layers[i])`` where the routing model provides it, e.g. for trace replay)
-        return rng.multinomial(max(1, round(tokens * self.k)), self._probs[i])
+        return self.routing.step_counts(rng, tokens, self.layers[i])
 
     def __call__(self, pool: Pool) -> Sampler | None:
         if pool.parallelism.ep <= 1:
@@ -200,6 +199,13 @@ class ExpertSampling:
                     for edge, b in cost.link_bytes.items():
                         out[edge] = out.get(edge, 0.0) + b * per_layer
         return out
+
+
+def _draws_from_inclusion(routing: object) -> bool:
+    """Whether a routing model's per-step draw is the generic multinomial over its inclusion
+    (which does not keep MoGE's exact per-group counts); a replayed trace keeps them itself."""
+    base = getattr(routing, "base", routing)
+    return type(base).step_counts is RoutingBase.step_counts
 
 
 def expected_routing_counts(pick_rate: np.ndarray, share: np.ndarray, tokens_per_rank: float,

@@ -214,3 +214,25 @@ def test_cli_place_from_a_routing_model_file_and_bad_redundant(tmp_path):
     res = CliRunner().invoke(main, ["experts", "place", str(path), "--routing", str(routing), "-o",
                                     str(tmp_path / "p.yaml")])
     assert res.exit_code == 2 and "did you mean 'zipf'" in res.output and str(routing) in res.output
+
+
+def test_cli_place_from_a_routing_trace_replicates_its_hot_experts(tmp_path):
+    from hwsim.workload.routing_trace import RoutingTrace, write_routing_trace
+
+    rng = np.random.default_rng(0)
+    # 2,000 recorded tokens of one layer: expert 5 in every token, the other 7 picks at random
+    others = np.argsort(rng.random((2000, 127)), axis=1)[:, :7]
+    others = np.where(others >= 5, others + 1, others)
+    ids = np.concatenate([np.full((2000, 1), 5), others], axis=1)[:, None, :]
+    trace = tmp_path / "routing.npz"
+    write_routing_trace(trace, RoutingTrace(ids=ids, sequence_starts=np.array([0]), num_experts=128))
+    out_file = tmp_path / "placement.yaml"
+    res = CliRunner().invoke(main, ["experts", "place", str(cluster(tmp_path, placement="eplb", redundant=8)),
+                                    "--routing", str(trace), "-o", str(out_file)])
+    assert res.exit_code == 0, res.output
+    placed = load_placement(out_file, num_experts=128, num_moe_layers=48)
+    assert placed.default is not None and not placed.layers  # a one-layer trace serves every layer
+    # the expert every token picks takes every redundant slot (1/9 of its load per copy still
+    # beats any other expert's 7/127) and has a copy on every rank
+    assert sum(row.count(5) for row in placed.default) == 9
+    assert all(5 in row for row in placed.default)
