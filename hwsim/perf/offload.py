@@ -361,7 +361,7 @@ class OffloadCost:
         g_on = np.zeros((n, R))
         g_on[np.arange(n), rk] = g[order]
         cum_g = np.vstack([np.zeros(R), np.cumsum(g_on, axis=0)])
-        cum_c = np.concatenate([[0.0], np.cumsum(c[order])])
+        cum_c = np.concatenate([[0.0], np.cumsum(np.where(np.isfinite(c), c, 0.0)[order])])  # inf: no CPU
         if mode == "auto":
             grp = np.repeat(np.arange(groups.size), count + 1)
             k = np.arange(grp.size) - np.repeat(np.cumsum(count + 1) - (count + 1), count + 1)

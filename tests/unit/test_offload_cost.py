@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_offload_spec import write
+from test_offload_spec import CLUSTER, write
 
 from hwsim.io.scenario import load_scenario
 from hwsim.perf.collectives import Collectives
@@ -171,3 +171,14 @@ def test_link_bytes_land_on_the_pcie_and_storage_edges(tmp_path):
     links = oc.link_bytes(st_.dram_bytes, st_.flash_bytes, st_.activation_bytes)
     assert links[("n0.host", "n0.d0")] == pytest.approx(2 * MIXTRAL_EXPERT_BYTES)
     assert links[("n0.nvme", "n0.host")] == pytest.approx(2 * MIXTRAL_EXPERT_BYTES)
+
+
+def test_a_node_without_cpu_compute_fetches_everything(tmp_path):
+    path = tmp_path / "mac.yaml"
+    path.write_text(CLUSTER.replace("Offload-Box", "macbook-pro-m2-max").format(
+        model="olmoe-1b-7b", offload="{hbm_experts: 8, backing: flash}", max_seqs=1))
+    sc = load_scenario(path)
+    oc = OffloadCost(sc.cluster, sc.model, sc.deployment, sc.deployment.pools[0])
+    assert not oc.cpu_available
+    st_ = oc.step(**misses([0, 1], [1, 1], experts=[3, 5], flash=True), gpu_layer_s=np.zeros((16, 1)), window_s=0)
+    assert np.isfinite(st_.time_s) and st_.time_s > 0 and st_.cpu_experts == 0
