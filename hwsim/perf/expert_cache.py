@@ -526,8 +526,8 @@ def check_ids(ids: np.ndarray, experts: int) -> np.ndarray:
         raise ValueError(f"routing ids must have shape (tokens, layers, k); got shape {arr.shape}")
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"routing ids must be integers; got {arr.dtype}")
-    if arr.dtype not in (np.int32, np.int64):
-        arr = arr.astype(np.int64)
+    if arr.dtype not in (np.int32, np.int64) or not arr.flags.writeable:
+        arr = arr.astype(np.int32 if arr.dtype.itemsize <= 4 else np.int64)   # one compiled variant
     arr = np.ascontiguousarray(arr)
     if arr.size:
         lo, hi = int(arr.min()), int(arr.max())
@@ -751,3 +751,73 @@ class ExpertCache:
     def resident_count(self) -> int:
         """Experts resident now, over all layers."""
         return int(self._st[_RES].sum())
+
+
+# -- hit rate against cache size --------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class CacheCurve:
+    """Hit rate of each policy at each cache size, replayed over one routing trace.
+
+    ``hits`` and ``accesses`` are ``(sizes, policies)``: distinct (step, layer, expert) uses
+    for the cache policies, token picks for ``segment`` (equal for one token per step).
+    """
+
+    sizes: tuple[int, ...]      # cache capacity in experts: per layer, or per device
+    policies: tuple[str, ...]
+    hits: np.ndarray
+    accesses: np.ndarray
+    scope: str
+    top_k: int                  # slots per token and layer in the trace
+    experts: int
+    layers: int
+    tokens: int                 # tokens replayed (after any warm-up)
+    tokens_per_step: int
+    window: int
+    segment_tokens: int
+    warm: bool
+
+    @property
+    def hit_rate(self) -> np.ndarray:
+        """``(sizes, policies)`` hits / accesses (0 where nothing was accessed)."""
+        return np.divide(self.hits, self.accesses, out=np.zeros(self.hits.shape),
+                         where=self.accesses > 0)
+
+
+def cache_curve(ids: np.ndarray, experts: int, sizes: tuple[int, ...] | list[int],
+                policies: tuple[str, ...] | list[str], *, scope: str = "layer",
+                tokens_per_step: int = 1, window: int = 1, segment_tokens: int = 16,
+                warm: bool = False, warmup_tokens: int = 0,
+                sequence_starts: np.ndarray | None = None) -> CacheCurve:
+    """Replay ``ids`` (``(T, L, k)``) for every size and policy.
+
+    The first ``warmup_tokens`` tokens are not replayed: they give the popularity that ranks
+    experts for ``static`` and for ``warm`` pre-filling. Without a warm-up the popularity is
+    counted over the whole trace (an oracle: the static-hot set is the best fixed set).
+    """
+    arr = check_ids(ids, experts)
+    if not 0 <= warmup_tokens < max(arr.shape[0], 1):
+        raise ValueError(f"warmup_tokens must lie in [0, {arr.shape[0] - 1}]; got {warmup_tokens}")
+    for policy in policies:
+        if policy not in REPLAY_POLICIES:
+            raise ValueError(f"unknown cache policy {policy!r}; known: {', '.join(REPLAY_POLICIES)}")
+    head, body = arr[:warmup_tokens], arr[warmup_tokens:]
+    popularity = trace_counts(head if warmup_tokens else body, experts).astype(np.float64)
+    starts = None
+    if sequence_starts is not None:
+        s = np.asarray(sequence_starts, dtype=np.int64) - warmup_tokens
+        starts = np.unique(np.concatenate([[0], s[s > 0]]))
+    hits = np.zeros((len(sizes), len(policies)), dtype=np.int64)
+    accesses = np.zeros_like(hits)
+    for i, size in enumerate(sizes):
+        for j, policy in enumerate(policies):
+            got = replay_trace(body, experts, int(size), policy, scope=scope,
+                               tokens_per_step=tokens_per_step, window=window,
+                               popularity=popularity, warm=warm, segment_tokens=segment_tokens,
+                               sequence_starts=starts)
+            hits[i, j] = got.hits.sum()
+            accesses[i, j] = got.accesses
+    return CacheCurve(sizes=tuple(int(s) for s in sizes), policies=tuple(policies), hits=hits,
+                      accesses=accesses, scope=scope, top_k=int(arr.shape[2]), experts=experts,
+                      layers=int(arr.shape[1]), tokens=int(body.shape[0]),
+                      tokens_per_step=tokens_per_step, window=window,
+                      segment_tokens=segment_tokens, warm=warm)
