@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +36,20 @@ def device_load_stats(result: SimResult) -> list[dict[str, Any]]:
     out = []
     for load in result.rank_loads:
         tokens = np.asarray(load.tokens, dtype=np.float64)
-        layers = []
+        layers: list[dict[str, Any]] = []
+        ratios: list[float] = []
         for i, layer in enumerate(load.layers):
             row, steps = tokens[i], int(load.steps[i])
             mean = float(row.mean()) if row.size else math.nan
+            ratio = float(row.max()) / mean if mean > 0 else math.nan
+            if math.isfinite(ratio):
+                ratios.append(ratio)
             layers.append({
                 "layer": int(layer),
                 "steps": steps,
-                "max_over_mean": float(row.max()) / mean if mean > 0 else math.nan,
+                "max_over_mean": ratio,
                 "tokens_per_step": (row / steps).tolist() if steps else [math.nan] * len(row),
             })
-        ratios = [d["max_over_mean"] for d in layers if math.isfinite(d["max_over_mean"])]
         out.append({
             "pool": load.pool, "placement": load.placement, "ep": int(tokens.shape[1]),
             "max_over_mean": max(ratios) if ratios else math.nan,
@@ -118,7 +122,7 @@ def write_expert_tables(result: SimResult, out_dir: str | Path) -> list[Path]:
     return written
 
 
-def experts_line(summary: dict[str, Any]) -> str | None:
+def experts_line(summary: Mapping[str, Any]) -> str | None:
     """One line for people: per-step imbalance, run-total device load max/mean per pool, and the
     busiest EP link."""
     experts = summary.get("experts") or {}

@@ -205,7 +205,7 @@ def _draws_from_inclusion(routing: object) -> bool:
     """Whether a routing model's per-step draw is the generic multinomial over its inclusion
     (which does not keep MoGE's exact per-group counts); a replayed trace keeps them itself."""
     base = getattr(routing, "base", routing)
-    return type(base).step_counts is RoutingBase.step_counts
+    return getattr(type(base), "step_counts", None) is RoutingBase.step_counts
 
 
 def expected_routing_counts(pick_rate: np.ndarray, share: np.ndarray, tokens_per_rank: float,
