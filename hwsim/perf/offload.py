@@ -272,7 +272,8 @@ class OffloadCost:
         per_node = np.zeros((f.shape[0], len(self.node_names)))
         for r in range(self.ranks):
             per_node[:, self.rank_node[r]] += f[:, r] * len(self.rank_devices[r])
-        return np.maximum(pcie, self.flash_s(per_node).max(axis=1, initial=0.0))
+        out: np.ndarray = np.maximum(pcie, self.flash_s(per_node).max(axis=1, initial=0.0))
+        return out
 
     def gpu_layer_s(self, counts: np.ndarray) -> np.ndarray:
         """``(L, R)`` GPU time of each rank's touched experts in each layer, from ``(L, E)``
