@@ -247,6 +247,8 @@ class CorrelatedSource:
         follow = rng.random((b, t, layers, k)) < m.strength if m.strength > 0 and layers > 1 else None
         if keep is not None and follow is None and fresh is not None:
             return _locality_only(fresh, keep, last, law.ranges)
+        if t == 1 and fresh is not None:
+            return _one_token(fresh, keep, follow, last, law)
         out = np.empty((b, t, layers, k), dtype=np.int64)
         for ts, ls in _waves(t, layers, keep is not None, follow is not None):
             n = len(ts)
@@ -278,6 +280,23 @@ class CorrelatedSource:
                 filled = _fill_race(rng, law, cell_layers, _limit_groups(law, flat, kept.reshape(b * n, k)))
             out[:, ts, ls] = filled.reshape(b, n, k)
         return out
+
+
+def _one_token(fresh: np.ndarray, keep: np.ndarray | None, follow: np.ndarray | None,
+               last: np.ndarray | None, law: _Law) -> np.ndarray:
+    """One token of each sequence (decoding), layer after layer, without a group limit."""
+    b, _, layers, k = fresh.shape
+    out = np.empty_like(fresh)
+    for layer in range(layers):
+        pins = np.full((b, k), -1, dtype=np.int64)
+        if keep is not None and last is not None:
+            pins = np.where(keep[:, 0, layer], last[:, layer], -1)
+        if follow is not None and layer > 0:
+            target = law.maps[layer - 1][out[:, 0, layer - 1]]
+            taken = (target[:, :, None] == pins[:, None, :]).any(axis=2)
+            pins = np.where(follow[:, 0, layer] & (pins < 0) & ~taken, target, pins)
+        out[:, 0, layer] = _fill_prefix(pins, fresh[:, 0, layer], law.ranges)
+    return out
 
 
 def _locality_only(fresh: np.ndarray, keep: np.ndarray, last: np.ndarray | None,

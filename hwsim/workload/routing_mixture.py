@@ -173,3 +173,13 @@ class MixtureSource:
 
     def next(self, rng: np.random.Generator, state: SequenceState, tokens: int) -> np.ndarray:
         return self.model.components[state.component].layer_ids(rng, tokens, self._ids)
+
+    def next_many(self, rng: np.random.Generator, states: Sequence[SequenceState], tokens: int) -> np.ndarray:
+        """``(len(states), tokens, L, k)``: the sequences of each domain drawn together."""
+        out = np.empty((len(states), tokens, self.layers, self.model.top_k), dtype=np.int64)
+        domain = np.array([st.component for st in states], dtype=np.int64)
+        for c in np.unique(domain):
+            rows = np.flatnonzero(domain == c)
+            ids = self.model.components[int(c)].layer_ids(rng, len(rows) * tokens, self._ids)
+            out[rows] = ids.reshape(len(rows), tokens, self.layers, -1)
+        return out

@@ -281,18 +281,36 @@ class PopularityRouting(RoutingBase):
         """``(tokens, len(layers), top_k)`` int64 experts of independent tokens in several MoE
         layers, drawn in one call per sampler. ``zero_ids``: number zero-computation experts
         ``E, E+1, ...`` (distinct) instead of ``-1``."""
-        ids = as_layer_list(layers)
+        ids = tuple(as_layer_list(layers))
         n = check_tokens(tokens)
         out = np.empty((n, len(ids), self.top_k), dtype=np.int64)
-        for sampler, targets in self._jobs(ids).items():
-            tables = [part.groups for _, part in targets if part.groups is not None]
-            picks = sampler.ids(rng, n, len(targets), groups=np.stack(tables) if tables else None)
-            maps = np.stack([part.slot_id if zero_ids else part.slot_expert for _, part in targets])
-            mapped = np.take_along_axis(maps[:, None, :], picks.reshape(len(targets), 1, -1), axis=2)
-            mapped = mapped.reshape(len(targets), n, sampler.k)
-            for (row, part), block in zip(targets, mapped, strict=True):
-                out[:, row, part.offset: part.offset + sampler.k] = block
+        for sampler, rows, offset, maps, groups in self._id_plan(ids, zero_ids):
+            picks = sampler.ids(rng, n, len(rows), groups=groups)                 # (B, n, kp)
+            mapped = np.take_along_axis(maps, picks.reshape(len(rows), -1), axis=1)
+            out[:, rows, offset: offset + sampler.k] = mapped.reshape(len(rows), n, sampler.k).transpose(1, 0, 2)
         return out
+
+    def _id_plan(self, ids: tuple[int, ...], zero_ids: bool) -> list[tuple[TopKSampler, np.ndarray, int, np.ndarray,
+                                                                        np.ndarray | None]]:
+        """Per (sampler, part offset): the layer rows it serves, their slot maps and group
+        tables (cached per layer tuple: streams ask for the same layers every call)."""
+        cache: dict[tuple[tuple[int, ...], bool], list] = self.__dict__.setdefault("_id_plans", {})
+        key = (ids, zero_ids)
+        if key not in cache:
+            jobs: dict[tuple[TopKSampler, int], list[tuple[int, Part]]] = {}
+            for row, layer in enumerate(ids):
+                for part in self.parts(layer):
+                    jobs.setdefault((part.sampler, part.offset), []).append((row, part))
+            plan = []
+            for (sampler, offset), targets in jobs.items():
+                rows = np.array([row for row, _ in targets], dtype=np.int64)
+                maps = np.stack([part.slot_id if zero_ids else part.slot_expert for _, part in targets])
+                tables = [part.groups for _, part in targets if part.groups is not None]
+                plan.append((sampler, rows, offset, maps, np.stack(tables) if tables else None))
+            if len(cache) > 64:
+                cache.clear()
+            cache[key] = plan
+        return cache[key]
 
     def popularity(self, layer: int = 0) -> np.ndarray:
         """(E,) relative popularity of each expert in MoE layer ``layer`` (sums to 1)."""
@@ -333,6 +351,11 @@ class IndependentSource:
 
     def next(self, rng: np.random.Generator, state: SequenceState, tokens: int) -> np.ndarray:
         return self.model.layer_ids(rng, tokens, self._ids)
+
+    def next_many(self, rng: np.random.Generator, states: Sequence[SequenceState], tokens: int) -> np.ndarray:
+        """``(len(states), tokens, L, k)`` for several sequences in one call."""
+        ids = self.model.layer_ids(rng, len(states) * tokens, self._ids)
+        return ids.reshape(len(states), tokens, self.layers, -1)
 
 
 @ROUTING_MODELS.register("uniform")

@@ -238,10 +238,16 @@ class TraceSource:
         return SequenceState(position=position)
 
     def next(self, rng: np.random.Generator, state: SequenceState, tokens: int) -> np.ndarray:
+        return self.next_many(rng, [state], tokens)[0]
+
+    def next_many(self, rng: np.random.Generator, states: Sequence[SequenceState], tokens: int) -> np.ndarray:
+        """``(len(states), tokens, L, k)``: each sequence's next recorded tokens."""
         t = self.model.trace.tokens
-        rows = (state.position + np.arange(tokens)) % t
-        state.position = int((state.position + tokens) % t)
-        return self.model.trace.ids[rows[:, None], self._columns[None, :]].astype(np.int64)
+        at = np.array([st.position for st in states], dtype=np.int64)
+        rows = (at[:, None] + np.arange(tokens)[None, :]) % t                 # (S, tokens)
+        for st, position in zip(states, at.tolist(), strict=True):
+            st.position = int((position + tokens) % t)
+        return self.model.trace.ids[rows[:, :, None], self._columns[None, None, :]].astype(np.int64)
 
 
 class HistogramRouting(PopularityRouting):

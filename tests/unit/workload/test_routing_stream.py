@@ -111,3 +111,41 @@ def test_step_counts_with_zero_experts_use_the_real_experts_per_token():
 def test_stream_rejects_bad_layers():
     with pytest.raises(ValueError, match="layers"):
         RoutingStream(make_routing(ZIPF, _moe()), np.random.default_rng(0), layers=0)
+
+
+@pytest.mark.parametrize("params", [
+    {"skew": 1.2},
+    {"skew": 1.2, "locality": {"reuse": 0.6}},
+    {"skew": 1.2, "locality": {"reuse": 0.6}, "coactivation": {"strength": 0.3}},
+])
+def test_ids_many_serves_several_sequences_and_they_continue(params):
+    model = make_routing(RoutingRef(model="zipf", params=params), _moe())
+    stream = RoutingStream(model, np.random.default_rng(0), layers=3)
+    first = stream.ids_many([4, 9, 2], 5)
+    assert first.shape == (3, 5, 3, 8) and first.dtype == np.int32
+    assert _distinct_per_token(first)
+    later = [stream.ids_many([4, 9, 2], 1)[:, 0] for _ in range(300)] + [stream.ids(9, 1)[0][None]]
+    assert later[-1].shape == (1, 3, 8)
+    steps = np.stack(later[:-1], axis=1)   # (3 sequences, 300 tokens, 3 layers, 8)
+    overlap = (steps[:, 1:, :, :, None] == steps[:, :-1, :, None, :]).any(axis=-1).mean()
+    if "locality" in params:
+        assert overlap > 0.6   # consecutive tokens of each sequence keep their experts
+    else:
+        assert overlap < 0.6
+    again = RoutingStream(model, np.random.default_rng(0), layers=3).ids_many([4, 9, 2], 5)
+    np.testing.assert_array_equal(first, again)
+    with pytest.raises(ValueError, match="distinct"):
+        stream.ids_many([1, 1], 1)
+    assert stream.ids_many([], 3).shape == (0, 3, 3, 8)
+
+
+def test_ids_many_on_a_mixture_keeps_each_sequence_in_its_domain():
+    params = {"components": [{"weight": 0.5, "model": "zipf", "skew": 3.0, "seed_permutation": None},
+                             {"weight": 0.5, "model": "zipf", "skew": 3.0, "seed_permutation": None,
+                              "hot_shift": 32}]}
+    stream = RoutingStream(make_routing(RoutingRef(model="mixture", params=params), _moe()),
+                           np.random.default_rng(1), layers=2)
+    ids = stream.ids_many(list(range(30)), 40)[:, :, 1]  # layer 1: domain 1's hot experts are 32..
+    low = (ids < 16).mean(axis=(1, 2))
+    assert np.all((low > 0.9) | (low < 0.1))
+    assert 0 < (low > 0.9).sum() < 30

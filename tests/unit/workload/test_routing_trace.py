@@ -173,6 +173,9 @@ def test_stream_replays_recorded_sequences_in_order(tmp_path):
     np.testing.assert_array_equal(a[:, 3:], trace.ids[:30, :2])  # layers 3, 4 -> recorded 0, 1
     np.testing.assert_array_equal(b[:, :3], trace.ids[100:105])
     np.testing.assert_array_equal(a2[:, :3], trace.ids[30:100])
+    both = stream.ids_many([20, 21], 4)  # the third and (cycling) the first recorded sequence
+    np.testing.assert_array_equal(both[0, :, :3], trace.ids[200:204])
+    np.testing.assert_array_equal(both[1, :, :3], trace.ids[0:4])
 
 
 def test_trace_model_errors_name_the_file_and_parameter(tmp_path):
