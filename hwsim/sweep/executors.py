@@ -1,8 +1,8 @@
 """Where batches of configurations run: in this process, on a local process pool, or on Dask.
 
-Every executor runs the same task function (:func:`hwsim.sweep.worker.run_batch`) on the same
-batches and yields ``(batch index, rows)`` as batches finish, in whatever order they finish;
-the caller orders rows by configuration, so every executor gives the same result file.
+Every executor runs the same task function (:func:`hwsim.sweep.worker.run_batch`) on lists of
+configurations and yields each list's rows as it finishes, in whatever order; the caller orders
+rows by configuration, so every executor gives the same result file.
 
 * :class:`SerialExecutor` runs in the calling process (one worker; no start-up cost).
 * :class:`ProcessExecutor` is a :class:`concurrent.futures.ProcessPoolExecutor` started with
@@ -12,8 +12,13 @@ the caller orders rows by configuration, so every executor gives the same result
   ``LocalCluster`` of single-threaded worker processes started for the sweep
   (``pip install "hwsim[dask]"``).
 
-A worker that dies (killed, out of memory) stops the sweep with an error: the rows already
-written stay, and ``--resume`` continues from them.
+A configuration that kills its worker process (a crash, the out-of-memory killer) is recorded as
+failed, through the ``lost`` callback, and the sweep goes on. On the process pool each worker
+notes in a small file which configuration it is running; when the pool breaks, the
+configurations that were running are run again one at a time in a fresh single-worker pool, so
+that the one that dies again is the one recorded, and the rest of the work resumes on a new
+pool. On Dask (which retries a task whose worker died, then gives up) a failed task of several
+configurations is split into one task per configuration, and a failed single is recorded.
 """
 
 from __future__ import annotations
@@ -21,33 +26,41 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import suppress
+from pathlib import Path
 from typing import Any, Protocol
 
 from hwsim.errors import HwsimError, SpecError
 
 __all__ = ["Executor", "SerialExecutor", "ProcessExecutor", "DaskExecutor", "make_executor", "default_workers",
-           "ExecutorError", "BACKENDS"]
+           "ExecutorError", "BACKENDS", "LOST_MESSAGE"]
 
 BACKENDS = ("process", "dask")
-Task = Callable[[Any, Any], list[dict[str, Any]]]
+Rows = list[dict[str, Any]]
+Task = Callable[[Any, list[Any]], Rows]
+Lost = Callable[[list[Any], str], Rows]
+"""``lost(items, message)``: rows recording ``items`` as failed with ``message``."""
+LOST_MESSAGE = "the worker process died while running this configuration (a crash, or out of memory)"
 
 
 class ExecutorError(HwsimError):
-    """Workers could not start, or one died while running configurations (exit code 1)."""
+    """Workers could not start, or the cluster went away (exit code 1)."""
 
     exit_code = 1
 
 
 class Executor(Protocol):
-    """Runs ``fn(job, batch)`` for every batch; yields ``(index, rows)`` as batches finish."""
+    """Runs ``fn(job, batch)`` for every batch; yields each batch's rows as it finishes."""
 
     workers: int
     description: str
 
-    def run(self, fn: Task, job: Any, batches: Sequence[Any]) -> Iterator[tuple[int, list[dict[str, Any]]]]: ...
+    def run(self, fn: Task, job: Any, batches: Sequence[list[Any]], lost: Lost) -> Iterator[Rows]: ...
 
     def close(self) -> None: ...
 
@@ -61,14 +74,14 @@ def default_workers() -> int:
 
 
 class SerialExecutor:
-    """Runs every batch in this process, in order."""
+    """Runs every batch in this process, in order (a crash here ends the sweep: use --resume)."""
 
     workers = 1
     description = "1 worker (in process)"
 
-    def run(self, fn: Task, job: Any, batches: Sequence[Any]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        for i, batch in enumerate(batches):
-            yield i, fn(job, batch)
+    def run(self, fn: Task, job: Any, batches: Sequence[list[Any]], lost: Lost) -> Iterator[Rows]:
+        for batch in batches:
+            yield fn(job, batch)
 
     def close(self) -> None:
         pass
@@ -82,34 +95,86 @@ def _mp_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
+_NOTE = "{task:>12} {item:>8}\n"  # fixed width: rewritten in place, never truncated
+
+
+def noted_task(fn: Task, job: Any, batch: list[Any], notes: str, task: int) -> Rows:
+    """Run ``fn`` on each item of ``batch`` in turn, noting ``task`` and the item's position in a
+    file named after this process (under ``notes``) while it runs; ``-1`` when done."""
+    path = os.path.join(notes, str(os.getpid()))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        rows: Rows = []
+        for j, item in enumerate(batch):
+            os.pwrite(fd, _NOTE.format(task=task, item=j).encode(), 0)
+            rows += fn(job, [item])
+        os.pwrite(fd, _NOTE.format(task=-1, item=-1).encode(), 0)
+        return rows
+    finally:
+        os.close(fd)
+
+
 class ProcessExecutor:
-    """A local pool of ``workers`` processes."""
+    """A local pool of ``workers`` processes (see the module docstring for worker deaths)."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.description = f"{workers} worker processes"
+        self._notes = tempfile.mkdtemp(prefix="hwsim-sweep-")
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context())
 
-    def run(self, fn: Task, job: Any, batches: Sequence[Any]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
-        pending: dict[Future[list[dict[str, Any]]], int] = {
-            self._pool.submit(fn, job, batch): i for i, batch in enumerate(batches)}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    i = pending.pop(fut)
-                    try:
+    def run(self, fn: Task, job: Any, batches: Sequence[list[Any]], lost: Lost) -> Iterator[Rows]:
+        todo = {t: list(batch) for t, batch in enumerate(batches) if batch}
+        while todo:
+            pending: dict[Future[Rows], int] = {
+                self._pool.submit(noted_task, fn, job, items, self._notes, t): t for t, items in todo.items()}
+            try:
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in done:
                         rows = fut.result()
-                    except BrokenProcessPool as err:
-                        raise ExecutorError(f"a worker process died (killed or out of memory): {err}; "
-                                              "the rows written so far are kept: rerun with --resume") from None
-                    yield i, rows
-        finally:
-            for fut in pending:
-                fut.cancel()
+                        del todo[pending.pop(fut)]
+                        yield rows
+            except BrokenProcessPool:
+                running = self._running()
+                self._restart()
+                for t, j in running:
+                    if t in todo and j < len(todo[t]):
+                        item = todo[t].pop(j)
+                        yield self._alone(fn, job, item, lost)
+                todo = {t: items for t, items in todo.items() if items}
+            finally:
+                for fut in pending:
+                    fut.cancel()
+
+    def _running(self) -> list[tuple[int, int]]:
+        """(task, item) that each worker was running, from the notes; the notes are cleared."""
+        out = []
+        for note in Path(self._notes).iterdir():
+            with suppress(OSError, ValueError):
+                task, item = (int(x) for x in note.read_text().split())
+                if task >= 0:
+                    out.append((task, item))
+            with suppress(OSError):
+                note.unlink()
+        return sorted(out)
+
+    def _restart(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=_mp_context())
+
+    @staticmethod
+    def _alone(fn: Task, job: Any, item: Any, lost: Lost) -> Rows:
+        """Run one item in a fresh single-worker pool; a second death records it as lost."""
+        with ProcessPoolExecutor(max_workers=1, mp_context=_mp_context()) as solo:
+            try:
+                return solo.submit(fn, job, [item]).result()
+            except BrokenProcessPool:
+                return lost([item], LOST_MESSAGE)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(self._notes, ignore_errors=True)
 
 
 class DaskExecutor:
@@ -140,22 +205,38 @@ class DaskExecutor:
         where = f"scheduler {scheduler}" if scheduler else "a LocalCluster"
         self.description = f"Dask, {self.workers} workers on {where}"
 
-    def run(self, fn: Task, job: Any, batches: Sequence[Any]) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    def run(self, fn: Task, job: Any, batches: Sequence[list[Any]], lost: Lost) -> Iterator[Rows]:
         from distributed import as_completed
 
         job_future = self._client.scatter(job, broadcast=True, hash=False)
-        futures = [self._client.submit(fn, job_future, batch, pure=False) for batch in batches]
-        index = {f.key: i for i, f in enumerate(futures)}
+        live: dict[Any, tuple[Any, list[Any]]] = {}  # task key -> (future, its configurations)
+        queue = as_completed()
+
+        def submit(batch: list[Any]) -> None:
+            fut = self._client.submit(fn, job_future, batch, pure=False)
+            live[fut.key] = (fut, batch)
+            queue.add(fut)
+
+        for batch in batches:
+            submit(list(batch))
         try:
-            for fut in as_completed(futures):
+            for fut in queue:
+                _, batch = live.pop(fut.key)
                 try:
                     rows = fut.result()
-                except Exception as err:  # KilledWorker and other scheduler-side failures
-                    raise ExecutorError(f"a Dask task failed ({type(err).__name__}: {err}); "
-                                          "the rows written so far are kept: rerun with --resume") from None
-                yield index[fut.key], rows
+                except Exception as err:  # the worker died (KilledWorker) or the task was lost
+                    if self._client.status != "running":
+                        raise ExecutorError(f"lost the Dask cluster: {type(err).__name__}: {err}; the rows "
+                                            "written so far are kept: rerun with --resume") from None
+                    if len(batch) > 1:
+                        for item in batch:
+                            submit([item])
+                    else:
+                        yield lost(batch, f"{LOST_MESSAGE}; Dask: {type(err).__name__}")
+                    continue
+                yield rows
         finally:
-            self._client.cancel([f for f in futures if not f.done()])
+            self._client.cancel([f for f, _ in live.values()])
 
     def close(self) -> None:
         client = getattr(self, "_client", None)

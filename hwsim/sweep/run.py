@@ -31,7 +31,7 @@ from hwsim.sweep.executors import Executor, SerialExecutor
 from hwsim.sweep.grid import Configuration, configurations, input_columns
 from hwsim.sweep.metrics import check_metrics, default_metrics, flatten
 from hwsim.sweep.store import Layout, ResultStore
-from hwsim.sweep.worker import STATUS_OK, Job, Summarizer, run_batch
+from hwsim.sweep.worker import STATUS_OK, Job, Summarizer, lost_rows, run_batch
 
 __all__ = ["SweepPlan", "SweepOutcome", "plan_sweep", "run_sweep", "default_chunk", "Progress"]
 
@@ -172,7 +172,10 @@ def run_sweep(plan: SweepPlan, out_dir: str | Path, *, executor: Executor | None
     reused = finished
     if progress is not None:
         progress(finished, len(plan.configs))
-    for _, batch_rows in executor.run(run_batch, plan.job, batches):
+    def lost(items: list[Any], message: str) -> list[dict[str, Any]]:
+        return lost_rows(plan.job, items, message)
+
+    for batch_rows in executor.run(run_batch, plan.job, batches, lost):
         full = [_full_row(first[r["key"]], r) for r in batch_rows]
         store.write_part(full)
         for r in batch_rows:

@@ -28,7 +28,7 @@ from hwsim.io.sweep_spec import SweepSpec
 from hwsim.spec.scenario import Scenario
 from hwsim.sweep.metrics import estimate_metrics, simulate_metrics
 
-__all__ = ["Job", "Summarizer", "run_batch", "evaluate", "STATUS_OK", "STATUS_ERROR"]
+__all__ = ["Job", "Summarizer", "run_batch", "evaluate", "lost_rows", "error_text", "STATUS_OK", "STATUS_ERROR"]
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -76,6 +76,12 @@ def evaluate(job: Job, patch: Sequence[tuple[str, Any]]) -> dict[str, Any]:
         row = {"status": STATUS_ERROR, "error": error_text(err), **dict.fromkeys(job.metrics)}
     row["wall_s"] = time.perf_counter() - t0
     return row
+
+
+def lost_rows(job: Job, batch: Sequence[tuple[str, Any]], message: str) -> list[dict[str, Any]]:
+    """Error rows for ``(key, patch)`` pairs whose worker died (no wall time: it is unknown)."""
+    return [{"key": key, "status": STATUS_ERROR, "error": message, **dict.fromkeys(job.metrics), "wall_s": None}
+            for key, _ in batch]
 
 
 def error_text(err: BaseException) -> str:
