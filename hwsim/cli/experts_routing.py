@@ -122,7 +122,7 @@ def sample(cluster_file: str | None, model_name: str | None, routing_text: str |
     else:
         from hwsim.io.load import load_model
 
-        model = load_model(model_name, catalog_dirs)
+        model = load_model(str(model_name), catalog_dirs)
         ref = RoutingRef()
         where = "--routing"
     if routing_text is not None:

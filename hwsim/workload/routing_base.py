@@ -127,7 +127,7 @@ class RoutingBase(ABC):
         check_keys(params, cls.PARAMS, f"routing model '{cls.name}'", path)
         kwargs = cls._parse(params, moe, path)
         try:
-            return cls(moe, **kwargs)
+            return cls(moe, **kwargs)  # type: ignore[call-arg]
         except ValueError as err:
             raise SpecError(str(err), path=path) from None
 
@@ -139,6 +139,19 @@ class RoutingBase(ABC):
     @abstractmethod
     def inclusion(self, layer: int = 0) -> np.ndarray:
         """(E,) chance that a token picks each expert in MoE layer ``layer``."""
+
+    @abstractmethod
+    def expert_counts(self, rng: np.random.Generator, tokens: int,
+                      layers: int | Sequence[int] = 1) -> np.ndarray:
+        """``(len(layers), E)`` int64 token-expert assignments of ``tokens`` tokens."""
+
+    @abstractmethod
+    def expert_ids(self, rng: np.random.Generator, tokens: int, layer: int = 0) -> np.ndarray:
+        """``(tokens, top_k)`` int64 experts of independent tokens (``-1``: zero expert)."""
+
+    @abstractmethod
+    def sequences(self, layers: int) -> SequenceSource:
+        """The per-sequence generator over MoE layers ``0..layers-1``."""
 
     @property
     def real_experts_per_token(self) -> float:

@@ -127,7 +127,7 @@ class CorrelatedRouting(RoutingBase):
                 raise ValueError(f"locality and co-activation need a popularity model, not '{base.name}'")
             comps, weights = (base,), np.ones(1)
         else:
-            weights = np.asarray(base.weights)
+            weights = np.asarray(base.weights)  # type: ignore[attr-defined]
         self.components: tuple[PopularityRouting, ...] = tuple(comps)
         self.weights = weights
 

@@ -444,7 +444,7 @@ def write_routing_trace(path: str | Path, trace: RoutingTrace) -> Path:
             if trace.num_experts is not None:
                 arrays["num_experts"] = np.array(trace.num_experts, dtype=np.int64)
             with open(tmp, "wb") as f:
-                np.savez_compressed(f, **arrays)
+                np.savez_compressed(f, **arrays)  # type: ignore[arg-type]
         else:
             _write_parquet(tmp, trace)
     return p
