@@ -187,6 +187,8 @@ def _load_trace(routing_file: Path | None, model_name: str | None, routing_text:
     n_layers = layers if layers is not None else model.num_moe_layers
     trace = token_trace(routing, np.random.default_rng(seed), tokens, n_layers,
                         sequence_tokens=sequence_tokens)
+    if routing_text is not None and routing_text.strip().lower().endswith((".yaml", ".yml", ".json")):
+        return trace, f"{model.name}, routing {Path(routing_text.strip()).name}"
     params = ",".join(_flat(ref.params))
     return trace, f"{model.name}, {ref.model}{'(' + params + ')' if params else ''} routing"
 
