@@ -190,12 +190,12 @@ def _victim(st: np.ndarray, ps: np.ndarray, p: int, policy: int, acc: int, nuk: 
                     freq[key] == freq[best] and seq[key] < seq[best]))):
                 best = key
             key = prv[key]
-        return best
+        return int(best)
     while key >= 0:            # Belady: furthest next use, ties to the least recent
         if nuk[key] > nuk[best] or (nuk[key] == nuk[best] and seq[key] < seq[best]):
             best = key
         key = prv[key]
-    return best
+    return int(best)
 
 
 @njit(cache=True)
@@ -779,8 +779,9 @@ class CacheCurve:
     @property
     def hit_rate(self) -> np.ndarray:
         """``(sizes, policies)`` hits / accesses (0 where nothing was accessed)."""
-        return np.divide(self.hits, self.accesses, out=np.zeros(self.hits.shape),
-                         where=self.accesses > 0)
+        rate: np.ndarray = np.divide(self.hits, self.accesses, out=np.zeros(self.hits.shape),
+                                     where=self.accesses > 0)
+        return rate
 
 
 def cache_curve(ids: np.ndarray, experts: int, sizes: tuple[int, ...] | list[int],

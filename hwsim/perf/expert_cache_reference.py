@@ -15,6 +15,9 @@ import numpy as np
 
 NEVER = 1 << 62
 
+Pair = tuple[int, int]
+"""(layer, expert)."""
+
 
 def popular_first(popularity: np.ndarray, capacity: int, scope: str) -> list[tuple[int, int]]:
     """The (layer, expert) pairs a warm or static cache holds, *least* popular first.
@@ -48,8 +51,8 @@ class ReferenceCache:
     policy: str
     scope: str = "layer"
     window: int = 1
-    parts: dict[int, dict[tuple[int, int], _Entry]] = field(default_factory=dict)
-    freq: Counter = field(default_factory=Counter)
+    parts: dict[int, dict[Pair, _Entry]] = field(default_factory=dict)
+    freq: Counter[Pair] = field(default_factory=Counter)
     clock: int = 0
     step_index: int = 0
 
@@ -67,20 +70,24 @@ class ReferenceCache:
                 n = self.tick()
                 part[pair] = _Entry(inserted=n, touched=n, step=-1)
 
-    def choose_victim(self, part: dict, current: set, next_use: dict) -> tuple[int, int]:
+    def choose_victim(self, part: dict[Pair, _Entry], current: set[Pair],
+                      next_use: dict[Pair, int]) -> Pair:
         """The resident to evict: never one the current access used while another can go
         (Belady: furthest next use, no such rule)."""
         if self.policy == "belady":
             return max(part, key=lambda p: (next_use.get(p, NEVER), -part[p].touched))
-        if self.policy in ("lru", "window"):
-            order = lambda p: part[p].touched                          # noqa: E731
-        elif self.policy == "fifo":
-            order = lambda p: part[p].inserted                         # noqa: E731
-        else:                                                          # lfu
-            order = lambda p: (self.freq[p], part[p].touched)          # noqa: E731
-        return min(part, key=lambda p: (p in current, order(p)))
+        def order(p: Pair) -> tuple[bool, int, int]:
+            used = p in current
+            if self.policy in ("lru", "window"):
+                return used, 0, part[p].touched
+            if self.policy == "fifo":
+                return used, 0, part[p].inserted
+            return used, self.freq[p], part[p].touched                # lfu
 
-    def access(self, layer: int, picks: list[int], next_use: dict | None = None) -> tuple[int, list]:
+        return min(part, key=order)
+
+    def access(self, layer: int, picks: list[int],
+               next_use: dict[Pair, int] | None = None) -> tuple[int, list[Pair]]:
         """One layer's access (the experts picked, in token order); returns ``(hits, missed)``.
 
         Every expert of the access is touched in pick order (a miss enters the cache), then
@@ -118,7 +125,7 @@ class ReferenceCache:
         self.step_index += 1
 
 
-def _next_uses(ids: np.ndarray, tokens_per_step: int) -> list[dict]:
+def _next_uses(ids: np.ndarray, tokens_per_step: int) -> list[dict[Pair, int]]:
     """For each access (step * L + layer) the next access time of each (layer, expert) used there."""
     n_tok, layers, _ = ids.shape
     steps = -(-n_tok // tokens_per_step)
@@ -129,7 +136,7 @@ def _next_uses(ids: np.ndarray, tokens_per_step: int) -> list[dict]:
         for layer in range(layers):
             for e in used[s][layer]:
                 times.setdefault((layer, e), []).append(s * layers + layer)
-    out: list[dict] = []
+    out: list[dict[Pair, int]] = []
     for s in range(steps):
         for layer in range(layers):
             now = s * layers + layer
