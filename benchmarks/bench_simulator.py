@@ -1,8 +1,11 @@
 """Simulator benchmark: replay the full one-hour Azure conversation trace on DeepSeek-V3.
 
 Run: python benchmarks/bench_simulator.py [--shared ../shared/data] [--max-requests N]
-Target (issue "Serving simulator"): at least 200x real time on one core for 19,366 requests on
-DeepSeek-V3, 32x H100, EP32; report events per second, wall time and peak memory.
+    [--routing-trace routing.npz]
+Target (issues "Serving simulator" and "MoE depth"): at least 200x real time on one core for
+19,366 requests on DeepSeek-V3, 32x H100, EP32, with the deployment's Zipf routing or with
+trace-driven routing (``--routing-trace``: an ids trace, e.g. from ``hwsim experts sample``,
+replayed token by token); report events per second, wall time and peak memory.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--max-requests", type=int, default=None)
     parser.add_argument("--trace-memory", action="store_true", help="measure peak Python memory (slower)")
+    parser.add_argument("--routing-trace", type=Path, default=None,
+                        help="replay this routing trace (npz ids) instead of the deployment's routing model")
     args = parser.parse_args()
 
     from hwsim.io.scenario import load_scenario
@@ -29,12 +34,20 @@ def main() -> None:
     from hwsim.workload.importers import import_requests
 
     sc = load_scenario(REPO / "examples" / "dgx-h100-deepseek-v3" / "cluster.yaml")
+    if args.routing_trace is not None:
+        from dataclasses import replace
+
+        from hwsim.spec.deployment import RoutingRef
+
+        ref = RoutingRef(model="trace", params={"file": str(args.routing_trace.resolve()), "mode": "ids"})
+        sc = replace(sc, deployment=replace(sc.deployment, experts=replace(sc.deployment.experts, routing=ref)))
+        print(f"routing: trace {args.routing_trace}")
     trace = args.shared / "azure-llm-2023" / "AzureLLMInferenceTrace_conv.csv"
     if args.trace_memory:
         tracemalloc.start()
     t0 = time.perf_counter()
     res = simulate(sc, import_requests(trace), seed=0, max_requests=args.max_requests,
-                   imbalance_sampler_factory=imbalance_sampler_factory(sc))  # Zipf routing, as the CLI does
+                   imbalance_sampler_factory=imbalance_sampler_factory(sc))  # as the CLI does
     wall = time.perf_counter() - t0
     peak = tracemalloc.get_traced_memory()[1] if args.trace_memory else None
     n = len(res.requests["request_id"])
