@@ -45,7 +45,7 @@ def sweep() -> None:
 @click.option("--format", "fmt", type=click.Choice(["parquet", "csv"]), default="parquet", show_default=True,
               help="Format of the consolidated results file.")
 @click.option("--chunk", type=click.IntRange(min=1), default=None,
-              help="Configurations per task  [default: 1 in simulate mode; up to 64 estimates]")
+              help="Configurations per task  [default: 1 in simulate mode; up to 32 estimates]")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @catalog_option
 def run(spec_file: str, out_dir: str | None, workers: int | None, backend: str, scheduler: str | None,
