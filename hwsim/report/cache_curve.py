@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from hwsim.perf.expert_cache import CacheCurve
-from hwsim.report.tables import atomic_path, write_csv
+from hwsim.report.plots import save_figure
+from hwsim.report.tables import write_csv
 
 __all__ = ["curve_table", "write_curve_csv", "plot_curve", "multiple_label"]
 
@@ -91,9 +92,7 @@ def plot_curve(curve: CacheCurve, path: str | Path, *, title: str = "") -> Path:
             top.set_xlabel("x top-k")
         if title:
             ax.set_title(title, fontsize="medium")
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-    finally:
+    except BaseException:
         plt.close(fig)
-    return Path(path)
+        raise
+    return save_figure(fig, path)

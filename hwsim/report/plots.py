@@ -18,6 +18,7 @@ from hwsim.report.tables import atomic_path
 from hwsim.sim.metrics import SimResult
 
 __all__ = [
+    "save_figure",
     "plot_latency_cdf", "plot_throughput", "plot_kv", "plot_power", "plot_expert_load",
     "plot_link_traffic", "plot_all",
 ]
@@ -32,7 +33,8 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save(fig: Any, path: str | Path) -> Path:
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Lay out ``fig``, write it as PNG atomically (no timestamp metadata) and close it."""
     plt = _pyplot()
     try:
         fig.tight_layout()
@@ -65,7 +67,7 @@ def plot_latency_cdf(result: SimResult, path: str | Path) -> Path:
         ax.set_ylim(0, 1.02)
         ax.grid(True, alpha=0.3)
     fig.suptitle("latency CDFs (finished requests)")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_throughput(ts: Mapping[str, np.ndarray], path: str | Path) -> Path:
@@ -85,7 +87,7 @@ def plot_throughput(ts: Mapping[str, np.ndarray], path: str | Path) -> Path:
     for ax in (top, bottom):
         ax.grid(True, alpha=0.3)
     top.set_title("throughput and queue length")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _over_time(ts: Mapping[str, np.ndarray], y: np.ndarray, path: str | Path, *, ylabel: str, title: str,
@@ -100,7 +102,7 @@ def _over_time(ts: Mapping[str, np.ndarray], y: np.ndarray, path: str | Path, *,
         ax.set_ylim(*ylim)
     ax.grid(True, alpha=0.3)
     ax.set_title(title)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_kv(ts: Mapping[str, np.ndarray], path: str | Path) -> Path:
@@ -128,7 +130,7 @@ def plot_expert_load(result: SimResult, path: str | Path) -> Path | None:
     ax.set_xlabel("expert")
     ax.set_ylabel("MoE layer (sample)")
     ax.set_title("expert load")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_link_traffic(result: SimResult, path: str | Path, *, top: int = 20) -> Path | None:
@@ -144,7 +146,7 @@ def plot_link_traffic(result: SimResult, path: str | Path, *, top: int = 20) -> 
     ax.set_title(f"busiest links (top {len(rows)} of {len(result.link_bytes)})")
     ax.tick_params(axis="y", labelsize=7)
     ax.grid(True, axis="x", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_all(result: SimResult, ts: Mapping[str, np.ndarray], out_dir: str | Path) -> list[Path]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from hwsim.errors import SpecError
-from hwsim.report.tables import atomic_path
+from hwsim.report.plots import save_figure
 from hwsim.workload.files import atomic_text_writer
 
 __all__ = ["SweepTable", "read_results", "pareto_front", "best_per_slo", "describe", "sweep_markdown",
@@ -349,12 +349,10 @@ def plot_tradeoff(table: SweepTable, tradeoff: Tradeoff, path: str | Path, color
         ax.set_title(f"{table.meta.get('name', 'sweep')}: {tradeoff.title.lower()}")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, title=column, title_fontsize=7)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-    finally:
+    except BaseException:
         plt.close(fig)
-    return Path(path)
+        raise
+    return save_figure(fig, path)
 
 
 def write_sweep_report(results: str | Path, out_dir: str | Path, slos: Sequence[Mapping[str, float]] = (),

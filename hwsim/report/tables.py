@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -19,39 +16,13 @@ import numpy as np
 from hwsim.errors import SpecError
 from hwsim.report.summary import latency_columns
 from hwsim.sim.metrics import REQUEST_COLUMNS, STATUS, SimResult
-from hwsim.workload.files import FILE_MODE, atomic_text_writer
+from hwsim.workload.files import atomic_path, atomic_text_writer
 
 __all__ = [
     "atomic_path", "requests_table", "write_requests", "timeseries", "write_timeseries", "write_csv",
 ]
 
 Table = dict[str, np.ndarray]
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path`` for a binary writer; it replaces ``path`` on success.
-
-    On any error the temporary file is removed and ``path`` is left as it was. Missing parent
-    folders are created.
-    """
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as err:
-        raise SpecError(f"cannot write the file: {err.strerror or err}", file=str(p)) from None
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, p)
-    except BaseException as err:
-        with suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise SpecError(f"cannot write the file: {err.strerror or err}", file=str(p)) from None
-        raise
 
 
 # -- requests --------------------------------------------------------------------------------

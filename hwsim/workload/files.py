@@ -18,7 +18,7 @@ from typing import BinaryIO, TextIO
 
 from hwsim.errors import SpecError
 
-__all__ = ["open_text", "read_errors", "atomic_text_writer", "is_gzip", "strip_gz"]
+__all__ = ["open_text", "read_errors", "atomic_text_writer", "atomic_path", "is_gzip", "strip_gz"]
 
 #: Permissions of files written by :func:`atomic_text_writer` (``mkstemp`` makes 0600).
 FILE_MODE = 0o644
@@ -124,3 +124,29 @@ def _detach_quietly(text: io.TextIOWrapper) -> None:
 def _unlink_quietly(path: str) -> None:
     with suppress(OSError):  # already gone
         os.unlink(path)
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path`` for a binary writer; it replaces ``path`` on success.
+
+    On any error the temporary file is removed and ``path`` is left as it was. Missing parent
+    folders are created. Operating-system errors become SpecErrors naming the file.
+    """
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+        os.close(fd)
+    except OSError as err:
+        raise SpecError(f"cannot write the file: {err.strerror or err}", file=str(p)) from None
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, p)
+    except BaseException as err:
+        with suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise SpecError(f"cannot write the file: {err.strerror or err}", file=str(p)) from None
+        raise

@@ -155,10 +155,11 @@ class TraceRouting(RoutingBase):
         if moe.num_zero_experts == 0 and trace.ids.min() < 0:
             raise ValueError("the trace has zero-computation picks (-1), the model no zero experts")
         self.trace = trace
-        self._counts = np.zeros((trace.num_layers, self.num_experts), dtype=np.int64)
-        self._counts[:, : trace.experts] = trace.counts()
         self._cursor: dict[int, int] = {}
-        self._layer_major = np.ascontiguousarray(np.moveaxis(trace.ids, 1, 0))   # (L, T, k)
+        # per recorded layer, built on first use (the simulator samples a few layers of a
+        # possibly large trace): its (T, k) ids contiguous, and its per-expert picks
+        self._layer_ids: dict[int, np.ndarray] = {}
+        self._layer_counts: dict[int, np.ndarray] = {}
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any], moe: MoESpec, *, path: str = "experts.routing") -> RoutingBase:
@@ -180,7 +181,21 @@ class TraceRouting(RoutingBase):
 
     def inclusion(self, layer: int = 0) -> np.ndarray:
         """(E,) share of the recorded tokens that picked each expert in the layer's recording."""
-        return self._counts[self.trace_layer(layer_ids([layer])[0])] / self.trace.tokens
+        return self._counts(self.trace_layer(layer_ids([layer])[0])) / self.trace.tokens
+
+    def _ids(self, trace_layer: int) -> np.ndarray:
+        """(T, k) recorded ids of one recorded layer, contiguous."""
+        if trace_layer not in self._layer_ids:
+            self._layer_ids[trace_layer] = np.ascontiguousarray(self.trace.ids[:, trace_layer, :])
+        return self._layer_ids[trace_layer]
+
+    def _counts(self, trace_layer: int) -> np.ndarray:
+        """(E,) int64 picks of each expert in one recorded layer."""
+        if trace_layer not in self._layer_counts:
+            ids = self._layer_ids.get(trace_layer, self.trace.ids[:, trace_layer, :])
+            flat = ids.reshape(-1)  # a temporary copy when strided; not kept
+            self._layer_counts[trace_layer] = np.bincount(flat[flat >= 0], minlength=self.num_experts)
+        return self._layer_counts[trace_layer]
 
     def step_counts(self, rng: np.random.Generator, tokens: int, layer: int = 0) -> np.ndarray:
         """(E,) picks of the next ``tokens`` recorded tokens in ``layer`` (cycling)."""
@@ -192,9 +207,9 @@ class TraceRouting(RoutingBase):
 
     def _window_counts(self, start: int, n: int, trace_layer: int) -> np.ndarray:
         t = self.trace.tokens
-        ids = self._layer_major[trace_layer]
+        ids = self._ids(trace_layer)
         laps, rest = divmod(n, t)
-        out = self._counts[trace_layer] * laps
+        out = self._counts(trace_layer) * laps
         end = start + rest
         picks = ids[start:end] if end <= t else np.concatenate([ids[start:], ids[: end - t]])
         flat = picks.reshape(-1)

@@ -21,11 +21,9 @@ temporary file renamed into place).
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from hwsim.errors import SpecError
-from hwsim.workload.files import FILE_MODE, open_text, read_errors
+from hwsim.workload.files import atomic_path, open_text, read_errors
 
 __all__ = [
     "RoutingTrace",
@@ -405,27 +403,6 @@ def _read_count_csv(path: Path, select: dict[str, str]) -> tuple[np.ndarray, np.
 # ---------------------------------------------------------------------- writing
 
 
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path next to ``path`` that replaces it once the body succeeded."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as err:
-        raise SpecError(f"cannot write the file: {err.strerror or err}", file=str(path)) from None
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException as err:
-        with suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise SpecError(f"cannot write the file: {err.strerror or err}", file=str(path)) from None
-        raise
-
-
 def write_routing_trace(path: str | Path, trace: RoutingTrace) -> Path:
     """Write ``trace`` atomically: ``.npz`` (compressed; ids as int16 when they fit) or
     ``.parquet`` (long form with a ``sequence`` column)."""
@@ -434,7 +411,7 @@ def write_routing_trace(path: str | Path, trace: RoutingTrace) -> Path:
     if suffix not in TRACE_SUFFIXES:
         raise SpecError("unknown routing trace format", file=str(p),
                         expected="a file ending in " + " or ".join(TRACE_SUFFIXES), found=p.name)
-    with _atomic_path(p) as tmp:
+    with atomic_path(p) as tmp:
         if suffix == ".npz":
             arrays: dict[str, np.ndarray] = {
                 "ids": trace.ids.astype(np.int16 if trace.experts <= MAX_EXPERT_ID + 1 else np.int32),
