@@ -38,10 +38,21 @@ def main() -> None:
 def _register() -> None:
     # Imported here so that each group's module stays small and imports nothing heavy at
     # module level; ``hwsim --help`` stays fast.
-    from hwsim.cli import check, estimate, experts, hardware, model, schema, simulate, sweep, trace
+    from hwsim.cli import (
+        check,
+        estimate,
+        experts,
+        hardware,
+        model,
+        plan,
+        schema,
+        simulate,
+        sweep,
+        trace,
+    )
 
     for group in (check.check, estimate.estimate, experts.experts, hardware.hardware, model.model,
-                  schema.schema, simulate.simulate, sweep.sweep, trace.trace):
+                  plan.plan, schema.schema, simulate.simulate, sweep.sweep, trace.trace):
         main.add_command(group)
 
 
