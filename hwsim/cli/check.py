@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from hwsim.cli.params import catalog_option
+from hwsim.cli.params import catalog_option, patch_option
 from hwsim.io.scenario import load_scenario
 from hwsim.report.describe import describe_cluster, describe_deployment
 from hwsim.spec.sharding import weight_share
@@ -20,13 +20,15 @@ if TYPE_CHECKING:
 @click.argument("cluster_file", metavar="CLUSTER.yaml", type=click.Path(dir_okay=False))
 @click.argument("trace_file", metavar="[TRACE]", required=False, type=click.Path(dir_okay=False))
 @catalog_option
-def check(cluster_file: str, trace_file: str | None, catalog_dirs: tuple[str, ...]) -> None:
+@patch_option
+def check(cluster_file: str, trace_file: str | None, catalog_dirs: tuple[str, ...],
+          patch_files: tuple[str, ...]) -> None:
     """Check a scenario: hardware, model, deployment (and a trace), then summarise it.
 
     Runs every validation that simulate runs first (schema, units, sources, topology,
     parallel divisibility, weights fitting in memory) and exits 2 naming the field at fault.
     """
-    sc = load_scenario(cluster_file, catalog_dirs)
+    sc = load_scenario(cluster_file, catalog_dirs, patch_files)
     dep = sc.deployment
     shares = [weight_share(sc.model, p.parallelism, dep.dtypes, dep.experts.redundant) for p in dep.pools]
     lines = describe_cluster(sc.cluster)[:4] + describe_deployment(sc.cluster, dep, shares)

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from hwsim.cli.params import catalog_option
+from hwsim.cli.params import catalog_option, patch_option
 from hwsim.errors import InfeasibleError, SpecError
 
 
@@ -25,9 +25,10 @@ from hwsim.errors import InfeasibleError, SpecError
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None,
               help="Draw a roofline of the first pool's step operators to this PNG.")
 @catalog_option
+@patch_option
 def estimate(cluster_file: str, input_tokens: int | None, output_tokens: int | None, batch: int | None,
              trace_file: str | None, json_file: str | None, plot_file: str | None,
-             catalog_dirs: tuple[str, ...]) -> None:
+             catalog_dirs: tuple[str, ...], patch_files: tuple[str, ...]) -> None:
     """Steady-state throughput, TTFT/TPOT, memory, power and USD per million tokens.
 
     Uses the cost model only (no simulation): a replica keeps its batch of sequences running
@@ -37,7 +38,7 @@ def estimate(cluster_file: str, input_tokens: int | None, output_tokens: int | N
     from hwsim.perf.estimate import estimate as run_estimate
     from hwsim.report import estimate as report
 
-    sc = load_scenario(cluster_file, catalog_dirs)
+    sc = load_scenario(cluster_file, catalog_dirs, patch_files)
     rate = None
     if trace_file is not None:
         stats = _trace_means(trace_file)

@@ -35,6 +35,15 @@ def catalog_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
+def patch_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--patch FILE`` (repeatable): patch files (``kind: patch``, e.g. from ``hwsim plan``)
+    applied in order to the cluster file before it is built."""
+    return click.option(
+        "--patch", "patch_files", multiple=True, type=click.Path(dir_okay=False),
+        help="Apply this patch file (kind: patch, e.g. written by 'hwsim plan') to the cluster file first (repeatable).",
+    )(fn)
+
+
 class SloParam(click.ParamType):
     """``ttft=2s,tpot=50ms`` -> ``{"ttft": 2.0, "tpot": 0.05}`` (seconds)."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from hwsim.cli.params import QuantityParam, SloParam, catalog_option
+from hwsim.cli.params import QuantityParam, SloParam, catalog_option, patch_option
 from hwsim.units import Dim
 
 
@@ -29,10 +29,11 @@ from hwsim.units import Dim
               help="Cap every device's power (e.g. '500 W'); compute-bound steps slow down when it binds.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @catalog_option
+@patch_option
 def simulate(cluster_file: str, trace_file: str, out_dir: str, seed: int, duration: float | None,
              max_requests: int | None, slo: dict[str, float] | None, router: str, requests_format: str,
              interval: float, plots: bool, timeline: bool, power_cap: float | None, quiet: bool,
-             catalog_dirs: tuple[str, ...]) -> None:
+             catalog_dirs: tuple[str, ...], patch_files: tuple[str, ...]) -> None:
     """Simulate serving TRACE on the deployment of CLUSTER.yaml; write results to --out."""
     from hwsim import __version__
     from hwsim.io.scenario import file_sha256, load_scenario
@@ -42,7 +43,7 @@ def simulate(cluster_file: str, trace_file: str, out_dir: str, seed: int, durati
     from hwsim.sim.run import simulate as run
     from hwsim.workload.importers import detect_format, import_requests
 
-    sc = load_scenario(cluster_file, catalog_dirs)
+    sc = load_scenario(cluster_file, catalog_dirs, patch_files)
     requests = import_requests(trace_file, detect_format(trace_file))
     progress = None if quiet else _progress_bar(duration)
     try:

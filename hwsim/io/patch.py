@@ -24,13 +24,14 @@ import copy
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from hwsim.errors import SpecError
 from hwsim.io.source import Document
 from hwsim.registry import suggest
 
-__all__ = ["parse_path", "format_path", "check_path", "apply_patch", "patch_document"]
+__all__ = ["parse_path", "format_path", "check_path", "apply_patch", "patch_document", "read_patch_file"]
 
 Step = str | int
 _TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]|(\.)")
@@ -169,3 +170,38 @@ def apply_patch(data: Any, patch: Mapping[str, Any] | Iterable[tuple[str, Any]])
 def patch_document(doc: Document, patch: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Document:
     """``doc`` with ``patch`` applied; errors while building it still point at the base file's lines."""
     return replace(doc, data=apply_patch(doc.data, patch))
+
+
+def read_patch_file(path: str | Path) -> dict[str, Any]:
+    """The ``set:`` mapping of a patch file (what the planners write, ``hwsim simulate --patch``)::
+
+        kind: patch
+        source: "hwsim plan placement ..."     # optional: what wrote it
+        set:
+          deployment.experts.placement: file
+          deployment.experts.placement_file: placement.yaml
+
+    Paths are checked when the patch is applied to a document; relative file names inside
+    values are read relative to the patched cluster file, as if written there.
+    """
+    from hwsim.io.source import read_document
+
+    doc = read_document(path)
+    data = doc.data
+    if not isinstance(data, dict):
+        raise SpecError("a patch file is a mapping with 'kind: patch' and 'set:'", file=doc.file,
+                        expected="kind: patch, set: {field.path: value}", found=_kind(data))
+    if data.get("kind") != "patch":
+        raise doc.error(SpecError("not a patch file", path="kind", expected="patch", found=data.get("kind")))
+    unknown = sorted(set(data) - {"kind", "version", "source", "set"})
+    if unknown:
+        raise doc.error(SpecError(f"unknown key '{unknown[0]}'{suggest(unknown[0], ('set', 'source'))}",
+                                  path=unknown[0], expected="kind, version, source, set"))
+    changes = data.get("set")
+    if not isinstance(changes, dict) or not changes:
+        raise doc.error(SpecError("a patch needs a non-empty 'set:' mapping of field paths to values",
+                                  path="set", expected="{field.path: value}", found=_kind(changes)))
+    for key in changes:
+        if not isinstance(key, str) or not parse_path(key):
+            raise doc.error(SpecError("a patch key must be a field path", path=f"set.{key}", expected=_HINT, found=key))
+    return dict(changes)

@@ -10,6 +10,7 @@ from hwsim.errors import SpecError
 from hwsim.io.build_deployment import build_deployment, routing_files
 from hwsim.io.fields import Fields
 from hwsim.io.load import Context, _ensure_builders
+from hwsim.io.patch import patch_document, read_patch_file
 from hwsim.io.placement import deployment_placement
 from hwsim.io.source import Document, read_document
 from hwsim.io.validate import check_schema
@@ -20,9 +21,25 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def load_scenario(path: str | Path, extra: Sequence[str | Path] = ()) -> Scenario:
-    """Read ``cluster.yaml`` (nodes, fabric, power domains and a ``deployment:`` section)."""
-    return build_scenario(read_document(path), Context(extra), {str(path): file_sha256(path)})
+def load_scenario(path: str | Path, extra: Sequence[str | Path] = (),
+                  patches: Sequence[str | Path] = ()) -> Scenario:
+    """Read ``cluster.yaml`` (nodes, fabric, power domains and a ``deployment:`` section).
+
+    ``patches`` are patch files (:func:`hwsim.io.patch.read_patch_file`, e.g. written by
+    ``hwsim plan``) applied in order to the parsed file before it is built; their hashes join
+    the input hashes.
+    """
+    doc = read_document(path)
+    hashes = {str(path): file_sha256(path)}
+    for patch in patches:
+        try:
+            doc = patch_document(doc, read_patch_file(patch))
+        except SpecError as err:
+            if err.file is None:
+                raise err.with_context(file=str(patch)) from None
+            raise
+        hashes[str(patch)] = file_sha256(patch)
+    return build_scenario(doc, Context(extra), hashes)
 
 
 def build_scenario(doc: Document, ctx: Context, input_hashes: dict[str, str]) -> Scenario:
