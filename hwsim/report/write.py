@@ -133,6 +133,27 @@ def _memory_line(s: Mapping[str, Any]) -> str:
     return "memory       " + ("; ".join(parts) if parts else "-")
 
 
+def _offload_line(s: Mapping[str, Any]) -> str | None:
+    """One line on the expert cache (only with ``experts.offload``).
+
+    >>> _offload_line({"offload": {"policy": "lru", "backing": "dram", "hit_rate": 0.25,
+    ...                            "fetched_bytes_per_output_token": 2e9, "offload_time_share": 0.5,
+    ...                            "cpu_experts": 0}})
+    'offload      lru cache over dram: hit rate 25.0%, 2 GB fetched per output token, 50.0% of step time'
+    """
+    o = s.get("offload")
+    if not o:
+        return None
+    hit, share = o.get("hit_rate"), o.get("offload_time_share")
+    line = (f"offload      {o.get('policy')} cache over {o.get('backing')}: hit rate "
+            f"{'-' if hit is None else f'{hit:.1%}'}, "
+            f"{_q(o.get('fetched_bytes_per_output_token'), Dim.BYTES)} fetched per output token, "
+            f"{'-' if share is None else f'{share:.1%}'} of step time")
+    if o.get("cpu_experts"):
+        line += f", {o['cpu_experts']:,} experts run on the CPU"
+    return line
+
+
 def summary_text(summary_dict: Mapping[str, Any]) -> str:
     """A dozen lines for people: throughput, latencies, goodput, memory, power, energy, cost.
 
@@ -165,4 +186,4 @@ def summary_text(summary_dict: Mapping[str, Any]) -> str:
                            if usd is not None else "no price for every pool"),
         f"simulator    {_num(run.get('events'), ',')} events in {_q(run.get('wall_time_s'), Dim.TIME)} "
         f"({_num(run.get('events_per_s'))} events/s), {_num(run.get('speedup'), ',.1f')}x faster than real time",
-    ] + [line for line in (experts_line(s),) if line is not None])
+    ] + [line for line in (experts_line(s), _offload_line(s)) if line is not None])
