@@ -6,9 +6,9 @@ import itertools
 
 import numpy as np
 import pytest
+from hwsim.solvers.power import ServerGroup, plan_power, violation_fraction
 
 from hwsim.errors import InfeasibleError
-from hwsim.solvers.power import ServerGroup, plan_power, violation_fraction
 
 
 def _groups(rng: np.random.Generator, s: int = 12) -> list[ServerGroup]:
@@ -33,7 +33,7 @@ def _brute(groups: list[ServerGroup], budget: float, violation: float, bound: in
     return best
 
 
-@pytest.mark.parametrize("seed,violation", [(0, 0.0), (1, 0.1), (2, 0.25)])
+@pytest.mark.parametrize(("seed", "violation"), [(0, 0.0), (1, 0.1), (2, 0.25)])
 def test_milp_matches_brute_force(seed: int, violation: float) -> None:
     groups = _groups(np.random.default_rng(seed))
     budget = 40_000.0

@@ -1,0 +1,69 @@
+"""``hwsim plan power`` end to end on a tiny trace: outputs, the patch round trip, input errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from hwsim.cli import main
+from hwsim.io.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = ROOT / "examples" / "h100x8-mixtral-8x7b" / "cluster.yaml"
+
+
+@pytest.fixture(scope="module")
+def trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("trace") / "trace.jsonl"
+    rows = [{"id": i, "arrival_s": 0.25 * i, "input_tokens": 300 + 97 * (i % 7), "output_tokens": 40 + 13 * (i % 5)}
+            for i in range(40)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture(scope="module")
+def planned(trace: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("plan")
+    res = CliRunner().invoke(main, ["plan", "power", str(CLUSTER), str(trace), "--budget", "12kW", "--caps",
+                                    "550W,400W", "--violation", "5%", "--scenarios", "60", "-o", str(out),
+                                    "--write-lp", str(out / "power.lp")])
+    assert res.exit_code == 0, res.output
+    assert "provisioned at TDP" in res.output and "gap" in res.output
+    return out
+
+
+def test_outputs_written(planned: Path) -> None:
+    plan = json.loads((planned / "plan.json").read_text())
+    assert plan["kind"] == "power-plan" and plan["hwsim_version"]
+    counts = plan["plan"]["counts"]
+    assert set(counts) == {"main@uncapped", "main@550W", "main@400W"}
+    assert plan["plan"]["in_sample_violation"] <= 0.05
+    assert plan["plan"]["servers"] == sum(counts.values()) * 0.5       # TP4 replicas: half a DGX each
+    assert plan["plan"]["tdp_servers"] == 12_000 // plan["groups"][0]["tdp_w"] // 2
+    assert 0.0 <= plan["verification"]["violation"] <= 1.0
+    assert (planned / "power_plan.png").stat().st_size > 1000
+    assert "budget_0" in (planned / "power.lp").read_text()
+
+
+def test_patch_round_trips_into_the_scenario(planned: Path) -> None:
+    plan = json.loads((planned / "plan.json").read_text())
+    sc = load_scenario(CLUSTER, patches=[planned / "plan.patch.yaml"])
+    assert sc.deployment.pools[0].replicas == sum(plan["plan"]["counts"].values())
+    assert sc.cluster.num_devices >= sc.deployment.pools[0].replicas * 4
+
+
+def test_budget_below_one_server_is_infeasible(trace: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["plan", "power", str(CLUSTER), str(trace), "--budget", "300W", "--caps", "400W",
+                                    "--scenarios", "20", "-o", str(tmp_path)])
+    assert res.exit_code == 2
+    assert "budget_*" in res.output and "min_servers_*" in res.output
+
+
+def test_budget_or_domain_is_required(trace: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["plan", "power", str(CLUSTER), str(trace), "-o", str(tmp_path)])
+    assert res.exit_code == 2 and "--budget" in res.output
+    res = CliRunner().invoke(main, ["plan", "power", str(CLUSTER), str(trace), "--domain", "row-z", "-o", str(tmp_path)])
+    assert res.exit_code == 2 and "row-z" in res.output
