@@ -24,7 +24,7 @@ DistServe, Zhong et al. 2024):
        usd_budget:        sum_c r_c * usd_c <= budget                (with --budget)
 
    ``goodput``: maximize output tokens/s ``s * output_tokens`` with ``s <= demand`` (the trace's
-   rate; tiny tie-break on devices). ``usd``: ``demand_prefill`` / ``demand_decode`` force
+   rate), then, holding that goodput (``goodput_floor``), minimize the price (lexicographic). ``usd``: ``demand_prefill`` / ``demand_decode`` force
    ``s >= demand`` and the objective is the price (USD/h; devices when the cluster has no
    prices), i.e. USD per million tokens at the demanded rate. The prefill:decode ratio emerges
    from the two capacity rows.
@@ -44,6 +44,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import pulp
+from hwsim.solvers.common import SolveReport, solve
 
 from hwsim.errors import HwsimError, InfeasibleError, SpecError
 from hwsim.perf.collectives import Collectives
@@ -52,7 +53,6 @@ from hwsim.spec.cluster import Cluster
 from hwsim.spec.deployment import Deployment, Dtypes, Parallelism, Pool, SchedulerLimits
 from hwsim.spec.model import Model
 from hwsim.spec.sharding import weight_share
-from hwsim.solvers.common import SolveReport, solve
 
 __all__ = ["Slo", "Demand", "DeviceType", "Candidate", "PlanPool", "ParallelismPlan", "EnumerationSpace",
            "device_types", "enumerate_candidates", "plan_parallelism", "pareto_front", "OBJECTIVES"]
@@ -98,6 +98,7 @@ class EnumerationSpace:
     tp: tuple[int, ...] = (1, 2, 4, 8)
     pp: tuple[int, ...] = (1, 2)
     seqs_per_rank: tuple[int, ...] = (8, 32, 128)
+    prefill_tokens: tuple[int, ...] = (8192, 32768)
     weights: tuple[str, ...] = ("fp8", "bf16")
     kv: tuple[str, ...] = ("bf16", "fp8")
     max_replica_devices: int | None = None
@@ -119,6 +120,7 @@ class Candidate:
     ep: int
     pp: int
     max_seqs: int
+    max_batched_tokens: int
     devices: int
     batch: int
     requests_per_s: float
@@ -148,8 +150,9 @@ class Candidate:
         return self.usd_per_s / self.output_tokens_per_s * 1e6
 
     def label(self) -> str:
+        cap = f"tokens{self.max_batched_tokens}" if self.role == "prefill" else f"seqs{self.max_seqs}"
         return (f"{self.role} {self.device} tp{self.tp} adp{self.attention_dp} ep{self.ep} pp{self.pp} "
-                f"seqs{self.max_seqs} {self.weights}/{self.kv}")
+                f"{cap} {self.weights}/{self.kv}")
 
     def as_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -175,6 +178,7 @@ class ParallelismPlan:
     demand: Demand
     requests_per_s: float
     report: SolveReport
+    cost_report: SolveReport | None = None  # goodput plans: the cheapest plan of that goodput
 
     @property
     def devices(self) -> int:
@@ -224,23 +228,24 @@ class ParallelismPlan:
             pos += pool.devices
         return None
 
-    def pools_yaml(self, activations: str, max_batched_tokens: int, chunked_prefill: int) -> list[dict[str, Any]]:
+    def pools_yaml(self, chunked_prefill: int) -> list[dict[str, Any]]:
         """The ``deployment.pools`` list of the plan, in device order, as plain data."""
         out = []
         for pool in sorted(self.pools, key=lambda p: p.candidate.first_device):
             c = pool.candidate
-            sched: dict[str, Any] = {"max_seqs": c.max_seqs, "max_batched_tokens": max_batched_tokens}
+            sched: dict[str, Any] = {"max_seqs": c.max_seqs, "max_batched_tokens": c.max_batched_tokens}
             if c.role == "unified":
-                sched["chunked_prefill"] = min(chunked_prefill, max_batched_tokens)
+                sched["chunked_prefill"] = min(chunked_prefill, c.max_batched_tokens)
             out.append({"name": c.role if c.role != "unified" else "main", "role": c.role, "replicas": pool.replicas,
                         "devices": c.devices,
                         "parallelism": {"tp": c.tp, "attention_dp": c.attention_dp, "ep": c.ep, "pp": c.pp},
                         "scheduler": sched})
         return out
 
-    def patch_set(self, activations: str, max_batched_tokens: int, chunked_prefill: int) -> dict[str, Any]:
+    def patch_set(self, activations: str, chunked_prefill: int) -> dict[str, Any]:
+        """The patch (field path -> value) replacing the cluster file's pools and dtypes."""
         w, kv = self.dtypes
-        return {"deployment.pools": self.pools_yaml(activations, max_batched_tokens, chunked_prefill),
+        return {"deployment.pools": self.pools_yaml(chunked_prefill),
                 "deployment.dtypes": {"weights": w, "activations": activations, "kv": kv}}
 
     def describe(self) -> str:
@@ -257,7 +262,8 @@ class ParallelismPlan:
                 "usd_per_s": self.usd_per_s, "usd_per_million_tokens": self.usd_per_million_tokens,
                 "ttft_s": self.ttft_s, "tpot_s": self.tpot_s,
                 "pools": [{"replicas": p.replicas, **p.candidate.as_dict()} for p in self.pools],
-                "solver": self.report.as_dict()}
+                "solver": self.report.as_dict(),
+                "cost_solver": self.cost_report.as_dict() if self.cost_report is not None else None}
 
 
 def device_types(cluster: Cluster) -> tuple[DeviceType, ...]:
@@ -332,12 +338,15 @@ def enumerate_candidates(cluster: Cluster, model: Model, deployment: Deployment,
                     if not _fits(model, par, dtypes, deployment, hbm):
                         continue
                     for role in roles:
-                        seq_options = (1,) if role == "prefill" else tuple(
-                            s * par.attention_dp for s in space.seqs_per_rank)
-                        for seqs in seq_options:
-                            sched = SchedulerLimits(max_seqs=max(seqs, 1), max_batched_tokens=max_batched_tokens,
-                                                    chunked_prefill_tokens=chunked_prefill if role == "unified"
-                                                    else None)
+                        # prefill: a token budget per step (the sequences it admits follow from it);
+                        # unified and decode: a cap on running sequences per attention-DP rank
+                        options = ([(256, max(n, inp)) for n in sorted(set(space.prefill_tokens))]
+                                   if role == "prefill" else
+                                   [(s * par.attention_dp, max_batched_tokens) for s in space.seqs_per_rank])
+                        for seqs, mbt in options:
+                            sched = SchedulerLimits(max_seqs=seqs, max_batched_tokens=mbt,
+                                                    chunked_prefill_tokens=min(chunked_prefill, mbt)
+                                                    if role == "unified" else None)
                             pool = Pool(name=role, role=role, parallelism=par, scheduler=sched,
                                         first_device=t.first_device)
                             dep = replace(deployment, dtypes=dtypes,
@@ -346,7 +355,7 @@ def enumerate_candidates(cluster: Cluster, model: Model, deployment: Deployment,
                                 est = _pool_estimate(cluster, model, dep, pool, inp, out, None, coll)
                             except (HwsimError, ValueError):
                                 continue
-                            key = (t.first_device, role, w, kv, par, est.batch)
+                            key = (t.first_device, role, w, kv, par, est.batch, mbt)
                             if key in seen:  # a larger cap the KV cache cuts back to the same batch
                                 continue
                             seen.add(key)
@@ -356,7 +365,7 @@ def enumerate_candidates(cluster: Cluster, model: Model, deployment: Deployment,
                             found.append(Candidate(
                                 index=len(found), role=role, device=t.name, first_device=t.first_device,
                                 weights=w, kv=kv, tp=par.tp, attention_dp=par.attention_dp, ep=par.ep, pp=par.pp,
-                                max_seqs=sched.max_seqs if role != "prefill" else 1, devices=par.devices,
+                                max_seqs=seqs, max_batched_tokens=mbt, devices=par.devices,
                                 batch=est.batch, requests_per_s=est.requests_per_s,
                                 output_tokens_per_s=est.output_tokens_per_s, ttft_s=ttft, tpot_s=tpot,
                                 usd_per_s=est.usd_per_s, power_w=est.power_w, meets_slo=ok))
@@ -388,9 +397,12 @@ def _budget_error(groups: Sequence[str], demand: Demand, n: int) -> InfeasibleEr
 
 def plan_parallelism(cands: Sequence[Candidate], types: Sequence[DeviceType], demand: Demand, *,
                      objective: str = "goodput", devices: int | None = None, usd_per_h: float | None = None,
-                     top: int = 1, backend: str = "cbc", time_limit_s: float = 30.0, gap: float = 0.01,
+                     utilization: float = 0.8, top: int = 1, backend: str = "cbc", time_limit_s: float = 30.0, gap: float = 0.01,
                      write_lp: str | None = None) -> list[ParallelismPlan]:
     """The ``top`` best distinct plans (selected candidates differ), best first.
+
+    Each replica is loaded to at most ``utilization`` of its steady-state rate (headroom for
+    queueing and bursts: at a utilization near 1 queues grow without bound).
 
     Raises :class:`~hwsim.errors.InfeasibleError` naming the constraint groups when no
     candidate meets the SLOs or (``usd``) the budget cannot serve the demand.
@@ -408,12 +420,24 @@ def plan_parallelism(cands: Sequence[Candidate], types: Sequence[DeviceType], de
     if usd_per_h is not None and any(c.usd_per_s is None for c in usable):
         raise SpecError("--budget needs device prices; the cluster's nodes list none", path="nodes.price",
                         expected="node or device prices", found="none")
-    prob, x = _build(usable, types, demand, objective, devices, usd_per_h)
+    if not 0 < utilization <= 1:
+        raise SpecError("utilization must be in (0, 1]", expected="e.g. 0.8", found=utilization)
+    prob, x, goodput, cost = _build(usable, types, demand, objective, devices, usd_per_h, utilization)
     plans: list[ParallelismPlan] = []
     for k in range(top):
+        second: SolveReport | None = None
         try:
             report = solve(prob, backend=backend, time_limit_s=time_limit_s, gap=gap,
                            write_lp=write_lp if k == 0 else None)
+            if objective == "goodput":
+                # lexicographic: among plans of (nearly) the best goodput, the cheapest
+                prob += goodput >= report.objective * (1 - 1e-6) - 1e-9, "goodput_floor"
+                prob.sense = pulp.LpMinimize
+                prob.setObjective(cost)
+                second = solve(prob, backend=backend, time_limit_s=time_limit_s, gap=gap)
+                del prob.constraints["goodput_floor"]
+                prob.sense = pulp.LpMaximize
+                prob.setObjective(goodput)
         except InfeasibleError:
             if k:
                 break
@@ -430,7 +454,8 @@ def plan_parallelism(cands: Sequence[Candidate], types: Sequence[DeviceType], de
             break
         pools = tuple(PlanPool(candidate=c, replicas=round(x[c.index][1].value())) for c in sel)
         plans.append(ParallelismPlan(rank=k + 1, objective=objective, pools=pools, demand=demand,
-                                     requests_per_s=min(_capacity(pools), demand.requests_per_s), report=report))
+                                     requests_per_s=min(_capacity(pools) * utilization, demand.requests_per_s),
+                                     report=report, cost_report=second))
         prob += (pulp.lpSum(x[c.index][0] for c in sel)
                  - pulp.lpSum(x[c.index][0] for c in usable if c not in sel) <= len(sel) - 1, f"exclude_{k}")
     return plans
@@ -447,7 +472,7 @@ def _slug(name: str) -> str:
 
 
 def _build(usable: Sequence[Candidate], types: Sequence[DeviceType], demand: Demand, objective: str,
-           devices: int | None, usd_per_h: float | None) -> tuple[pulp.LpProblem, dict[int, Any]]:
+           devices: int | None, usd_per_h: float | None, util: float) -> tuple[pulp.LpProblem, dict[int, Any], Any, Any]:
     sense = pulp.LpMaximize if objective == "goodput" else pulp.LpMinimize
     prob = pulp.LpProblem("parallelism", sense)
     type_count: dict[str, int] = {}
@@ -472,8 +497,8 @@ def _build(usable: Sequence[Candidate], types: Sequence[DeviceType], demand: Dem
         if members:
             prob += pulp.lpSum(members) <= 1, f"one_pool_{role}"
     s = pulp.LpVariable("served_requests_per_s", lowBound=0)
-    pre = pulp.lpSum(x[c.index][1] * c.requests_per_s for c in usable if c.role != "decode")
-    dec = pulp.lpSum(x[c.index][1] * c.requests_per_s for c in usable if c.role != "prefill")
+    pre = pulp.lpSum(x[c.index][1] * (c.requests_per_s * util) for c in usable if c.role != "decode")
+    dec = pulp.lpSum(x[c.index][1] * (c.requests_per_s * util) for c in usable if c.role != "prefill")
     for name in sorted(type_count):
         members = [x[c.index][1] * c.devices for c in usable if c.device == name]
         if members:
@@ -485,15 +510,16 @@ def _build(usable: Sequence[Candidate], types: Sequence[DeviceType], demand: Dem
     usd_h = pulp.lpSum(x[c.index][1] * (c.usd_per_s or 0.0) * 3600.0 for c in usable)
     if usd_per_h is not None:
         prob += usd_h <= usd_per_h, "usd_budget"
+    goodput = s * demand.output_tokens
+    cost = usd_h if priced else used_devices
     if objective == "goodput":
         prob += s <= pre, "capacity_prefill"
         prob += s <= dec, "capacity_decode"
         prob += s <= demand.requests_per_s, "demand_cap"
-        tie = 1e-3 * (usd_h if priced else used_devices)
-        prob += s * demand.output_tokens - tie
+        prob += goodput
     else:
         prob += s == demand.requests_per_s, "served"
         prob += pre >= s, "demand_prefill"
         prob += dec >= s, "demand_decode"
-        prob += usd_h if priced else used_devices
-    return prob, x
+        prob += cost
+    return prob, x, goodput, cost
