@@ -21,7 +21,7 @@ from hwsim.errors import HwsimError
 
 __all__ = ["parallelism", "parse_usd_per_h"]
 
-_USD = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)\s*(?:USD|\$)?\s*(?:/\s*(h|hr|hour|s|min))?\s*$")
+_USD = re.compile(r"^\s*\$?\s*([0-9]*\.?[0-9]+(?:[eE][+-]?\d+)?)\s*(?:USD|\$)?\s*(?:/\s*(h|hr|hour|s|min))?\s*$")
 
 
 def parse_usd_per_h(text: str) -> float:
