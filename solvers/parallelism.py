@@ -342,7 +342,9 @@ def enumerate_candidates(cluster: Cluster, model: Model, deployment: Deployment,
                         # unified and decode: a cap on running sequences per attention-DP rank
                         options = ([(256, max(n, inp)) for n in sorted(set(space.prefill_tokens))]
                                    if role == "prefill" else
-                                   [(s * par.attention_dp, max_batched_tokens) for s in space.seqs_per_rank])
+                                   [(s * par.attention_dp, max(max_batched_tokens, s * par.attention_dp
+                                                               + (chunked_prefill if role == "unified" else 0)))
+                                    for s in space.seqs_per_rank])
                         for seqs, mbt in options:
                             sched = SchedulerLimits(max_seqs=seqs, max_batched_tokens=mbt,
                                                     chunked_prefill_tokens=min(chunked_prefill, mbt)
@@ -359,6 +361,14 @@ def enumerate_candidates(cluster: Cluster, model: Model, deployment: Deployment,
                             if key in seen:  # a larger cap the KV cache cuts back to the same batch
                                 continue
                             seen.add(key)
+                            rate = est.requests_per_s
+                            if role == "unified":
+                                # a step prefills at most max_batched_tokens - batch prompt tokens:
+                                # requests cannot enter faster than that (the decode-side rate of
+                                # the steady state assumes they do)
+                                rate = min(rate, max(0, mbt - est.batch) / inp / est.step_s)
+                                if rate <= 0:
+                                    continue
                             ttft = est.ttft_s if role != "decode" else None
                             tpot = est.tpot_s if role != "prefill" else None
                             ok = (ttft is None or ttft <= slo.ttft_s) and (tpot is None or tpot <= slo.tpot_s)
@@ -366,8 +376,8 @@ def enumerate_candidates(cluster: Cluster, model: Model, deployment: Deployment,
                                 index=len(found), role=role, device=t.name, first_device=t.first_device,
                                 weights=w, kv=kv, tp=par.tp, attention_dp=par.attention_dp, ep=par.ep, pp=par.pp,
                                 max_seqs=seqs, max_batched_tokens=mbt, devices=par.devices,
-                                batch=est.batch, requests_per_s=est.requests_per_s,
-                                output_tokens_per_s=est.output_tokens_per_s, ttft_s=ttft, tpot_s=tpot,
+                                batch=est.batch, requests_per_s=rate,
+                                output_tokens_per_s=rate * out if role != "prefill" else 0.0, ttft_s=ttft, tpot_s=tpot,
                                 usd_per_s=est.usd_per_s, power_w=est.power_w, meets_slo=ok))
     return found
 

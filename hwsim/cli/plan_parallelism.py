@@ -129,7 +129,7 @@ def parallelism(cluster_file: str, trace_file: str, slo: dict[str, float], devic
     act = sc.deployment.dtypes.activations
     patch_paths = []
     for p in plans:
-        target = out / ("plan.patch.yaml" if p.rank == 1 else f"plans/plan-{p.rank}.patch.yaml")
+        target = out / "plans" / f"plan-{p.rank}.patch.yaml"
         header = f"plan #{p.rank} ({objective}): {p.describe()}"
         with atomic_text_writer(target) as fh:
             fh.write(dump_patch(p.patch_set(act, chunk), source=command, header=header))
@@ -155,12 +155,15 @@ def parallelism(cluster_file: str, trace_file: str, slo: dict[str, float], devic
                 continue
             summary = summarize(result, slo_ttft_s=slo["ttft"], slo_tpot_s=slo["tpot"], version=__version__)
             rows.append(verification_row(p, summary))
+    chosen = _recommended(rows)
+    best = next(p for p in plans if p.rank == chosen)
+    with atomic_text_writer(out / "plan.patch.yaml") as fh:
+        fh.write(patch_paths[chosen - 1].read_text())
     t_total = time.perf_counter() - t0
 
     write_pareto_csv(out / "pareto.csv", cands, front)
     if not no_plots:
-        chosen = [pp.candidate.index for pp in plans[0].pools]
-        plot_pareto(out / "pareto.png", cands, front, chosen)
+        plot_pareto(out / "pareto.png", cands, front, [pp.candidate.index for pp in best.pools])
         plot_usd(out / "pareto-usd.png", cands, slo["tpot"])
     inputs = {**sc.input_hashes, trace_file: file_sha256(trace_file)}
     write_plan_json(out / "plan.json", {
@@ -171,12 +174,30 @@ def parallelism(cluster_file: str, trace_file: str, slo: dict[str, float], devic
                    "requests_per_s": demand.requests_per_s},
         "candidates": len(cands), "candidates_meeting_slo": sum(c.meets_slo for c in cands),
         "pareto_front": sorted(front), "plans": [p.as_dict() for p in plans], "verification": rows,
-        "patch": plans[0].patch_set(act, chunk),
+        "recommended": chosen,
+        "patch": best.patch_set(act, chunk),
         "timing_s": {"costing": t_cost, "solving": t_solve, "total": t_total}})
     click.echo(f"demand: {demand.requests_per_s:.3g} requests/s, mean {demand.input_tokens} input and "
                f"{demand.output_tokens} output tokens ({stats.count} requests)")
     click.echo(plan_summary_text(plans, rows, candidates=len(cands), meeting=sum(c.meets_slo for c in cands),
                                  front=len(front)))
+    if rows:
+        click.echo(f"recommended: plan #{chosen} (" + ("the ILP's best; " if chosen == 1 else "")
+                   + "the most simulated goodput under the SLOs)")
     click.echo(f"costing {t_cost:.1f} s, solving {t_solve:.1f} s, total {t_total:.1f} s")
     click.echo(f"wrote {out}/plan.json, plan.patch.yaml, pareto.csv" + ("" if no_plots else ", pareto.png, pareto-usd.png")
                + f"; apply with: hwsim simulate {cluster_file} {trace_file} --patch {out}/plan.patch.yaml")
+
+
+def _recommended(rows: list[dict[str, Any]]) -> int:
+    """The rank of the plan to recommend: the most simulated goodput (requests/s meeting the
+    SLOs; a plan within 1% of the best keeps its better ILP rank); the ILP's best when nothing
+    was simulated."""
+    import math
+
+    sims = [(r["rank"], r.get("simulated_goodput_requests_per_s")) for r in rows]
+    sims = [(k, g) for k, g in sims if isinstance(g, float | int) and math.isfinite(g)]
+    if not sims:
+        return 1
+    top = max(g for _, g in sims)
+    return min(k for k, g in sims if g >= top * 0.99)
