@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shlex
 from pathlib import Path
@@ -22,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 
-from hwsim.cli.params import catalog_option
+from hwsim.cli.params import QuantityParam, catalog_option
 from hwsim.cli.plan import plan, solver_options
 from hwsim.errors import SpecError
+from hwsim.units import Dim
 
 if TYPE_CHECKING:
     from hwsim.spec.deployment import Pool
@@ -204,3 +206,136 @@ def _verify(cluster_file: str, patch: Path, trace: str, catalog_dirs: tuple[str,
                      "tpot_p50_s": s["latency"]["tpot_s"]["p50"], "tpot_p90_s": s["latency"]["tpot_s"]["p90"],
                      "finished": s["requests"].get("finished")}
     return out
+
+
+# ---------------------------------------------------------------------- tiering
+
+
+@plan.command("tiering")
+@click.argument("cluster_file", metavar="CLUSTER.yaml", type=click.Path(dir_okay=False, exists=True))
+@click.option("--routing", "routing_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Access frequencies from this routing model file or routing trace instead of the deployment's "
+                   "routing (a trace also becomes the simulated routing in the patch).")
+@click.option("--pool", "pool_name", default=None, help="The pool to plan for (default: the first).")
+@click.option("--dram", "dram_bytes", type=QuantityParam(Dim.BYTES), default=None,
+              help="Host DRAM for experts per device  [default: the node's DRAM over its devices]")
+@click.option("--verify", "verify_trace", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Simulate this request trace with the plan (static tiers) and with an LRU expert cache.")
+@click.option("--max-requests", type=click.IntRange(min=1), default=None, help="Requests simulated by --verify.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --verify.")
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="plan-tiering",
+              show_default=True, help="Folder for plan.json, plan.patch.yaml and lru.patch.yaml.")
+@solver_options
+@catalog_option
+def tiering(cluster_file: str, routing_file: str | None, pool_name: str | None, dram_bytes: float | None,
+            verify_trace: str | None, max_requests: int | None, seed: int, out_dir: str, solver: str,
+            time_limit_s: float, gap: float, write_lp: Path | None, catalog_dirs: tuple[str, ...]) -> None:
+    """Plan which experts of a device live in HBM, host DRAM or flash (a knapsack over access
+    frequencies and tier costs) to minimise the expected expert-fetch time per token.
+
+    The deployment needs experts.offload (its HBM budget sets the HBM tier).
+    """
+    from hwsim import __version__
+    from hwsim.cli.experts_placement import _expected_loads
+    from hwsim.io.plan_files import dump_patch
+    from hwsim.io.scenario import file_sha256, load_scenario
+    from hwsim.perf.memory import footprint
+    from hwsim.perf.offload import OffloadCost
+    from hwsim.solvers.tiering import TIERS, expected_fetch_s, plan_tiering
+    from hwsim.workload.files import atomic_text_writer
+
+    sc = load_scenario(cluster_file, catalog_dirs)
+    if sc.model.moe is None:
+        raise SpecError(f"{sc.model.name} is dense: it has no experts to tier", path="deployment.model")
+    off = sc.deployment.experts.offload
+    if off is None:
+        raise SpecError("tiering plans need an expert cache in the deployment", path="deployment.experts.offload",
+                        expected="e.g. offload: {hbm_bytes: 18 GiB, scope: device, policy: lru}", found=None)
+    pools = sc.deployment.pools
+    pool = pools[0] if pool_name is None else next((p for p in pools if p.name == pool_name), None)
+    if pool is None:
+        raise SpecError(f"no pool named '{pool_name}'", path="--pool", expected=" or ".join(p.name for p in pools))
+    cost = OffloadCost(sc.cluster, sc.model, sc.deployment, pool)
+    size = cost.shape.bytes
+    layers, loads = _expected_loads(sc, routing_file)
+    local = np.flatnonzero(cost.rank_of_expert == 0)            # the experts of EP rank 0's device
+    freq = loads[:, local]
+    cached = footprint(sc.model, sc.deployment, pool, cost.device).cached_experts or 0
+    node = cost.node
+    if dram_bytes is None:
+        dram_bytes = node.dram.capacity_bytes / node.device_count if node.dram is not None else 0.0
+    flash_bytes = sum(st.capacity_bytes for st in node.storage) / node.device_count
+    dram_s = cost.fetch_one_s
+    flash_s = max(dram_s, float(cost.flash_s(np.array([size]))[0])) if cost.storage is not None else math.inf
+    if math.isinf(flash_s):
+        flash_s, flash_bytes = dram_s * 1e3, 0.0
+    capacity = (cached * size, float(dram_bytes), float(flash_bytes))
+    result = plan_tiering(freq, size, capacity, (0.0, dram_s, flash_s), backend=solver, time_limit_s=time_limit_s,
+                          gap=min(gap, 1e-4), write_lp=write_lp, name="tiering_device_0")
+    counts = result.counts()
+    # the simulator's static policy pins the most popular experts by the routing's popularity over
+    # the device's layers (scope device): the HBM set of the plan when all experts are one size
+    backing = "flash" if counts["flash"] else "dram"
+    changes: dict[str, Any] = {"deployment.experts.offload.policy": "static",
+                               "deployment.experts.offload.scope": "device",
+                               "deployment.experts.offload.backing": backing}
+    if routing_file is not None and Path(routing_file).suffix.lower() not in (".yaml", ".yml", ".json"):
+        rel = os.path.relpath(Path(routing_file).resolve(), Path(cluster_file).resolve().parent)
+        changes["deployment.experts.routing"] = {"model": "trace", "file": rel}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = "hwsim plan tiering " + " ".join(shlex.quote(w) for w in [cluster_file] +
+                                               (["--routing", routing_file] if routing_file else []))
+    with atomic_text_writer(out / "plan.patch.yaml") as fh:
+        fh.write(dump_patch(changes, source=source, header="expert memory tiers planned by hwsim plan tiering"))
+    with atomic_text_writer(out / "lru.patch.yaml") as fh:
+        fh.write(dump_patch({**changes, "deployment.experts.offload.policy": "lru"}, source=source,
+                            header="the same tiers run as an LRU expert cache (the baseline of the plan)"))
+    lru_like = np.where(result.tier == 0, 0, 1 if backing == "dram" else 2)
+    inputs = dict(sc.input_hashes)
+    if routing_file is not None:
+        inputs[routing_file] = file_sha256(routing_file)
+    verified = None
+    if verify_trace is not None:
+        inputs[verify_trace] = file_sha256(verify_trace)
+        verified = _verify_tiers(cluster_file, out, verify_trace, catalog_dirs, seed, max_requests)
+    doc = {"kind": "tiering-plan", "hwsim_version": __version__, "source": source, "inputs": inputs,
+           "pool": pool.name, "expert_bytes": size, "device_experts": int(freq.size), "plan": result.as_dict(),
+           "simulated_backing": backing, "simulated_fetch_s_per_token": expected_fetch_s(freq, lru_like,
+                                                                                         result.cost_s),
+           "verification": verified}
+    with atomic_text_writer(out / "plan.json") as fh:
+        fh.write(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False, default=_json_default) + "\n")
+    click.echo(f"{sc.model.name}, pool '{pool.name}': {freq.size} experts on EP rank 0's device "
+               f"({len(layers)} MoE layers), {size / 1e6:.1f} MB each")
+    click.echo(f"solver {solver}, time limit {time_limit_s:g} s: {result.report.describe()}")
+    click.echo("tiers: " + ", ".join(f"{t} {counts[t]} experts (cost {c * 1e3:.3g} ms per fetch)"
+                                     for t, c in zip(TIERS, result.cost_s, strict=True)))
+    click.echo(f"expected fetch time per token {result.objective * 1e3:.4g} ms")
+    if verified is not None:
+        from hwsim.report.plan_placement import verification_text
+        click.echo(verification_text(verified))
+    click.echo(f"wrote {out}/plan.json, plan.patch.yaml, lru.patch.yaml")
+
+
+def _verify_tiers(cluster_file: str, out: Path, trace: str, catalog_dirs: tuple[str, ...], seed: int,
+                  max_requests: int | None) -> dict[str, dict[str, Any]]:
+    """Simulate the trace with the plan's static tiers and with LRU on the same tiers."""
+    from hwsim import __version__
+    from hwsim.io.scenario import load_scenario
+    from hwsim.report.summary import summarize
+    from hwsim.sim.routing import imbalance_sampler_factory
+    from hwsim.sim.run import simulate
+    from hwsim.workload.importers import detect_format, import_requests
+
+    requests = list(import_requests(trace, detect_format(trace)))
+    res = {}
+    for name, patch in (("lru", out / "lru.patch.yaml"), ("plan", out / "plan.patch.yaml")):
+        sc = load_scenario(cluster_file, catalog_dirs, [str(patch)])
+        result = simulate(sc, requests, seed=seed, max_requests=max_requests,
+                          imbalance_sampler_factory=imbalance_sampler_factory(sc))
+        s = summarize(result, version=__version__)
+        res[name] = {"output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
+                     "tpot_p50_s": s["latency"]["tpot_s"]["p50"], "tpot_p90_s": s["latency"]["tpot_s"]["p90"],
+                     "hit_rate": s.get("offload", {}).get("hit_rate")}
+    return res
