@@ -129,12 +129,13 @@ def _check(groups: list[ServerGroup], budget_w: float, violation: float) -> int:
 def plan_power(groups: list[ServerGroup], *, budget_w: float, violation: float = 0.01,
                pool_replicas: dict[str, int] | None = None, max_servers: float | None = None,
                node_tdp_w: float | None = None, backend: str = "cbc", time_limit_s: float = 30.0,
-               gap: float = 0.01, write_lp: str | Path | None = None) -> PowerPlan:
+               gap: float = 0.01, write_lp: str | Path | None = None, screen: bool = True) -> PowerPlan:
     """Solve the oversubscription MILP (module docstring) for ``groups`` under ``budget_w``.
 
     ``pool_replicas`` (pool -> configured replicas) keeps the pools' ratio for disaggregated
     deployments; ``node_tdp_w`` (one server's wall power at TDP) gives the TDP-provisioning
     baseline ``floor(budget / node_tdp_w)`` (default: the largest per-server TDP power of the groups).
+    ``screen`` applies the exact dominance screening of :func:`_screen` (off: every scenario gets a ``z``).
     """
     s_count = _check(groups, budget_w, violation)
     power = np.stack([g.power_w for g in groups])                   # (G, S)
@@ -147,13 +148,19 @@ def plan_power(groups: list[ServerGroup], *, budget_w: float, violation: float =
 
     prob = pulp.LpProblem("power_oversubscription", pulp.LpMaximize)
     n = [pulp.LpVariable(f"n_{i}", lowBound=0, upBound=u, cat="Integer") for i, u in enumerate(ub)]
-    z = [pulp.LpVariable(f"z_{s}", cat="Binary") for s in range(s_count)]
     prob += pulp.lpSum(g.tokens_per_s * v for g, v in zip(groups, n, strict=True)), "throughput"
-    for s in range(s_count):
-        big_m = max(0.0, float(np.dot(ub, power[:, s])) - budget_w)
-        prob += (pulp.lpSum(float(power[i, s]) * n[i] for i in range(len(groups)))
-                 <= budget_w + big_m * z[s]), f"budget_{s}"
-    prob += pulp.lpSum(z) <= allowed, "violations"
+    hard, soft, order = _screen(power, allowed) if screen else (set(), set(range(s_count)), [])
+    z = {s: pulp.LpVariable(f"z_{s}", cat="Binary") for s in soft}
+    for s in sorted(hard | soft):
+        lhs = pulp.lpSum(float(power[i, s]) * n[i] for i in range(len(groups)))
+        if s in soft:
+            big_m = max(0.0, float(np.dot(ub, power[:, s])) - budget_w)
+            prob += lhs <= budget_w + big_m * z[s], f"budget_{s}"
+        else:
+            prob += lhs <= budget_w, f"budget_{s}"
+    for k, (hi, lo) in enumerate(order):
+        prob += z[hi] >= z[lo], f"dominance_{k}"
+    prob += pulp.lpSum(z.values()) <= allowed, "violations"
     for pi, pool in enumerate(pools):
         members = [v for g, v in zip(groups, n, strict=True) if g.pool == pool]
         prob += pulp.lpSum(members) >= 1, f"min_servers_{pi}"
@@ -178,6 +185,38 @@ def plan_power(groups: list[ServerGroup], *, budget_w: float, violation: float =
                      counts=counts, servers=servers, tokens_per_s=tput, tdp_servers=int(budget_w // node_tdp),
                      in_sample_violation=violation_fraction(counts, power, budget_w), scenarios=s_count,
                      solve=report)
+
+
+def _screen(power: np.ndarray, allowed: int, max_order: int = 20_000) -> tuple[set[int], set[int], list[tuple[int, int]]]:
+    """Scenario screening by dominance (exact; the quantile-cut idea of chance-constrained MILPs).
+
+    With ``n >= 0``, a scenario ``a`` whose power is >= that of ``b`` in every group is violated
+    whenever ``b`` is. So ``b`` can be violated only with its ``d_b`` dominators: when
+    ``d_b >= allowed`` it never is (a hard constraint without ``z``), and a hard scenario
+    dominated by another hard one is redundant (dropped). Returns (hard kept, soft, ordering
+    pairs ``(a, b)`` meaning ``z_a >= z_b`` between soft scenarios, at most ``max_order``).
+    Ties (equal vectors) are broken by index so that equal scenarios count once for each other.
+    """
+    g, s_count = power.shape
+    geq = np.ones((s_count, s_count), dtype=bool)         # geq[a, b]: a >= b in every group
+    for i in range(g):
+        geq &= power[i][:, None] >= power[i][None, :]
+    np.fill_diagonal(geq, False)
+    equal = geq & geq.T
+    upper = np.triu(np.ones((s_count, s_count), dtype=bool), 1)
+    dom = geq & ~(equal & upper.T)     # of two equal scenarios, only the lower index dominates the higher
+    dominators = dom.sum(axis=0)
+    hard_mask = dominators >= allowed
+    hard = {b for b in np.flatnonzero(hard_mask) if not np.any(dom[hard_mask, b])}
+    soft_idx = np.flatnonzero(~hard_mask)
+    soft = {int(b) for b in soft_idx}
+    order: list[tuple[int, int]] = []
+    for b in soft_idx:
+        for a in np.flatnonzero(dom[:, b] & ~hard_mask):
+            if len(order) >= max_order:
+                break
+            order.append((int(a), int(b)))
+    return {int(b) for b in hard}, soft, order
 
 
 def _explain(groups: list[ServerGroup], pools: list[str], power: np.ndarray, budget_w: float, allowed: int,

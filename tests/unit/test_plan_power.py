@@ -85,3 +85,15 @@ def test_write_lp_names_every_constraint(tmp_path) -> None:
     text = lp.read_text()
     for name in ("budget_0", "budget_4", "violations", "min_servers_0", "max_servers"):
         assert name in text
+
+
+def test_dominance_screening_is_exact() -> None:
+    rng = np.random.default_rng(8)
+    load = rng.random(30) ** 2
+    groups = [ServerGroup(name=f"g{k}", pool="main", cap_w=cap, servers=1, tokens_per_s=tp, tdp_power_w=8000.0,
+                          power_w=np.minimum(cap_wall, 3000 + 4000 * load + 100 * rng.random(30)))
+              for k, (cap, tp, cap_wall) in enumerate(((None, 100.0, 9e9), (500.0, 90.0, 5500.0), (400.0, 80.0, 4500.0)))]
+    screened = plan_power(groups, budget_w=30_000.0, violation=0.1, gap=0.0)
+    full = plan_power(groups, budget_w=30_000.0, violation=0.1, gap=0.0, screen=False)
+    assert screened.tokens_per_s == pytest.approx(full.tokens_per_s)
+    assert screened.tokens_per_s == pytest.approx(_brute(groups, 30_000.0, 0.1, bound=10))
