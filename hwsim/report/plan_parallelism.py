@@ -151,6 +151,10 @@ def verification_row(plan: ParallelismPlan, summary: Mapping[str, Any] | None, n
     return row
 
 
+def _num(v: Any) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3g}"
+
+
 def _ms(v: Any) -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v * 1e3:.0f}"
 
@@ -163,7 +167,8 @@ def plan_summary_text(plans: Sequence[ParallelismPlan], rows: Sequence[Mapping[s
         lines.append(plan.describe())
     if rows:
         lines.append("")
-        lines.append("plan  devices  tok/s pred  tok/s sim  TTFT pred/p50/p99 ms  TPOT pred/p50/p99 ms  SLO met")
+        lines.append("plan  devices  tok/s pred  tok/s sim  TTFT pred/p50/p99 ms  TPOT pred/p50/p99 ms  SLO met  "
+                     "good req/s")
         for r in rows:
             if "simulated_output_tokens_per_s" not in r:
                 lines.append(f"#{r['rank']:<4} {r['devices']:>7}  {r['predicted_output_tokens_per_s']:>10,.0f}  "
@@ -176,5 +181,6 @@ def plan_summary_text(plans: Sequence[ParallelismPlan], rows: Sequence[Mapping[s
                 f"{_ms(r['predicted_ttft_s']):>6}/{_ms(r['simulated_ttft_p50_s'])}/{_ms(r['simulated_ttft_p99_s']):<8}"
                 f"  {_ms(r['predicted_tpot_s']):>6}/{_ms(r['simulated_tpot_p50_s'])}/"
                 f"{_ms(r['simulated_tpot_p99_s']):<8}  "
-                + ("-" if att is None or (isinstance(att, float) and math.isnan(att)) else f"{att:.1%}"))
+                + ("-" if att is None or (isinstance(att, float) and math.isnan(att)) else f"{att:>7.1%}")
+                + f"  {_num(r['simulated_goodput_requests_per_s'])}")
     return "\n".join(lines)
