@@ -22,6 +22,7 @@ DistServe, Zhong et al. 2024):
        capacity_decode:   s <= sum_{c unified or decode}  r_c * rate_c
        device_budget_<t>: sum_{c on type t} r_c * devices_c <= N_t   (and device_budget_total)
        usd_budget:        sum_c r_c * usd_c <= budget                (with --budget)
+       layout_<k>_<j>:    a pool on the k-th run of devices fills every earlier run j
 
    ``goodput``: maximize output tokens/s ``s * output_tokens`` with ``s <= demand`` (the trace's
    rate), then, holding that goodput (``goodput_floor``), minimize the price (lexicographic). ``usd``: ``demand_prefill`` / ``demand_decode`` force
@@ -33,7 +34,8 @@ DistServe, Zhong et al. 2024):
 
 Assumptions: steady state at mean lengths (the simulator checks queueing and the trace's length
 spread); the KV transfer of disaggregated serving is left to the verification by simulation;
-pools lie on consecutive devices of one type (the loader's rule).
+pools lie on consecutive devices of one type from device 0 (the loader's rule), hence the
+``layout`` rows on clusters with several device types.
 """
 
 from __future__ import annotations
@@ -490,7 +492,8 @@ def _build(usable: Sequence[Candidate], types: Sequence[DeviceType], demand: Dem
         type_count[t.name] = type_count.get(t.name, 0) + t.count
     x: dict[int, Any] = {}
     for c in usable:
-        ub = type_count[c.device] // c.devices
+        run = next(t for t in types if t.first_device == c.first_device)
+        ub = min(type_count[c.device], run.count) // c.devices
         if devices is not None:
             ub = min(ub, devices // c.devices)
         sel = pulp.LpVariable(f"x_{c.index}", cat="Binary")
@@ -502,6 +505,19 @@ def _build(usable: Sequence[Candidate], types: Sequence[DeviceType], demand: Dem
     prob += pulp.lpSum(z.values()) <= 1, "family_one"
     for c in usable:
         prob += x[c.index][0] <= z[c.family], f"family_{c.index}"
+    # pools take consecutive devices from device 0 (the loader's layout): a pool on a later run
+    # of devices needs every earlier run filled
+    runs = sorted(types, key=lambda t: t.first_device)
+    for k, run in enumerate(runs[1:], start=1):
+        on_run = [c for c in usable if c.first_device == run.first_device]
+        if not on_run:
+            continue
+        y = pulp.LpVariable(f"run_used_{k}", cat="Binary")
+        for c in on_run:
+            prob += x[c.index][0] <= y, f"layout_use_{c.index}"
+        for j, before in enumerate(runs[:k]):
+            filled = pulp.lpSum(x[c.index][1] * c.devices for c in usable if c.first_device == before.first_device)
+            prob += filled >= before.count * y, f"layout_{k}_{j}"
     for role in ROLES:
         members = [x[c.index][0] for c in usable if c.role == role]
         if members:

@@ -50,6 +50,8 @@ def brute_force(cands: list[Candidate], budget: dict[str, int], demand: float, u
                 used[c.device] = used.get(c.device, 0) + r * c.devices
             if any(used[k] > budget[k] for k in used):
                 continue
+            if any(c.device == "Y" for c in sel) and used.get("X", 0) != budget["X"]:
+                continue  # pools take consecutive devices: Y's pool starts after every X device
             caps = [sum(r * c.requests_per_s * util for c, r in zip(sel, reps, strict=True) if c.role != skip)
                     for skip in ("decode", "prefill")]
             cap = min(caps)
@@ -69,8 +71,9 @@ def brute_force(cands: list[Candidate], budget: dict[str, int], demand: float, u
 
 def random_instance(seed: int) -> tuple[list[Candidate], list[DeviceType], Demand]:
     rng = np.random.default_rng(seed)
-    types = [DeviceType(name="X", first_device=0, count=int(rng.integers(4, 9)), per_node=8, fp8=True),
-             DeviceType(name="Y", first_device=16, count=int(rng.integers(2, 7)), per_node=8, fp8=True)]
+    nx = int(rng.integers(4, 9))
+    types = [DeviceType(name="X", first_device=0, count=nx, per_node=8, fp8=True),
+             DeviceType(name="Y", first_device=nx, count=int(rng.integers(2, 7)), per_node=8, fp8=True)]
     cands = []
     for i, role in enumerate(["unified", "unified", "prefill", "decode", "prefill"]):
         t = types[int(rng.integers(0, 2))]
@@ -98,6 +101,7 @@ def test_ilp_matches_brute_force(seed: int, objective: str) -> None:
     for p in plan.pools:
         used[p.candidate.device] += p.devices
     assert all(used[k] <= budget[k] for k in used)
+    assert plan.layout_gap(types) is None
 
 
 def test_top_plans_are_distinct_and_ordered() -> None:
@@ -230,3 +234,48 @@ def test_enumerated_candidates_pass_the_loader_checks() -> None:
     u = sorted((c for c in cands if c.role == "decode" and c.tp == 1 and c.attention_dp == 1), key=lambda c: c.batch)
     assert u[-1].tokens_per_s_per_device > u[0].tokens_per_s_per_device
     assert u[-1].tpot_s > u[0].tpot_s
+
+
+def test_heterogeneous_cluster_plan_loads(tmp_path) -> None:
+    """Two device types: candidates per type, budgets per type, and a plan whose patch loads."""
+    from hwsim.solvers.parallelism import EnumerationSpace, Slo, device_types, enumerate_candidates
+
+    from hwsim.io.plan_files import dump_patch
+    from hwsim.io.scenario import load_scenario
+
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text("""version: 1
+kind: cluster
+name: mixed
+nodes:
+  - {system: DGX-H100, count: 1}
+  - {system: HGX-H200, count: 1}
+fabric: {topology: fat-tree}
+deployment:
+  model: qwen3-30b-a3b
+  pools:
+    - {name: main, parallelism: {tp: 1}, scheduler: {max_seqs: 64, max_batched_tokens: 8192, chunked_prefill: 2048}}
+""")
+    sc = load_scenario(cluster)
+    types = device_types(sc.cluster)
+    assert [(t.name, t.first_device, t.count) for t in types] == [("H100-SXM", 0, 8), ("H200", 8, 8)]
+    demand = Demand(input_tokens=500, output_tokens=80, requests_per_s=400.0)
+    space = EnumerationSpace(tp=(1, 2), pp=(1,), seqs_per_rank=(64,), weights=("bf16",), kv=("bf16",),
+                             max_replica_devices=2)
+    cands = enumerate_candidates(sc.cluster, sc.model, sc.deployment, demand, Slo(ttft_s=5.0, tpot_s=1.0),
+                                 space=space)
+    assert {c.device for c in cands} == {"H100-SXM", "H200"}
+    plan = plan_parallelism(cands, types, demand, objective="goodput", gap=0.0)[0]
+    used: dict[str, int] = {}
+    for p in plan.pools:
+        used[p.candidate.device] = used.get(p.candidate.device, 0) + p.devices
+    assert all(n <= 8 for n in used.values())
+    if plan.layout_gap(types) is None:
+        patch = tmp_path / "plan.patch.yaml"
+        patch.write_text(dump_patch(plan.patch_set("bf16", 2048)))
+        loaded = load_scenario(cluster, patches=[patch])
+        assert loaded.deployment.devices == plan.devices
+        names = loaded.cluster.device_names
+        for pool, planned in zip(loaded.deployment.pools, sorted(plan.pools, key=lambda p: p.candidate.first_device),
+                                 strict=True):
+            assert {names[d] for d in pool.device_range} == {planned.candidate.device}
