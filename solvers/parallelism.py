@@ -33,7 +33,8 @@ DistServe, Zhong et al. 2024):
    selected candidates of each plan found.
 
 Assumptions: steady state at mean lengths (the simulator checks queueing and the trace's length
-spread); the KV transfer of disaggregated serving is left to the verification by simulation;
+spread); a prefill candidate's TTFT includes one prompt's KV transfer to the next device after
+the replica (the decode pool's first device in the usual layout), without link contention;
 pools lie on consecutive devices of one type from device 0 (the loader's rule), hence the
 ``layout`` rows on clusters with several device types.
 """
@@ -372,6 +373,8 @@ def enumerate_candidates(cluster: Cluster, model: Model, deployment: Deployment,
                                 if rate <= 0:
                                     continue
                             ttft = est.ttft_s if role != "decode" else None
+                            if role == "prefill" and ttft is not None:
+                                ttft += _kv_handoff_s(coll, cluster, model, dtypes, t, par.devices, inp)
                             tpot = est.tpot_s if role != "prefill" else None
                             ok = (ttft is None or ttft <= slo.ttft_s) and (tpot is None or tpot <= slo.tpot_s)
                             found.append(Candidate(
@@ -382,6 +385,16 @@ def enumerate_candidates(cluster: Cluster, model: Model, deployment: Deployment,
                                 output_tokens_per_s=rate * out if role != "prefill" else 0.0, ttft_s=ttft, tpot_s=tpot,
                                 usd_per_s=est.usd_per_s, power_w=est.power_w, meets_slo=ok))
     return found
+
+
+def _kv_handoff_s(coll: Collectives, cluster: Cluster, model: Model, dtypes: Dtypes, t: DeviceType,
+                  devices: int, inp: int) -> float:
+    """Time to send one prompt's KV cache from a prefill replica to the device after it (the
+    decode pool's, in the loader's layout), as the estimate and the simulator charge it."""
+    dst = (t.first_device + devices) % cluster.num_devices
+    if dst == t.first_device:
+        return 0.0
+    return coll.p2p(t.first_device, dst, model.kv_bytes(inp, dtypes.kv), detail=False).time_s
 
 
 def pareto_front(cands: Sequence[Candidate]) -> set[int]:
