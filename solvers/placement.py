@@ -168,7 +168,50 @@ def _heuristic(w: np.ndarray, ranks: int, slots: int, redundant: int, *, sweeps:
     bins = balanced_packing(per_copy, ranks, slots, keys=items)
     table = np.stack([items[bins == d] for d in range(ranks)])
     item_w = np.stack([per_copy[bins == d] for d in range(ranks)])
-    return _improve(table, item_w, sweeps)
+    table = _improve(table, item_w, sweeps)
+    for _ in range(len(w) + redundant):
+        moved = _move_replica(w, table, ranks)
+        if moved is None:
+            break
+        copies = np.bincount(moved.ravel(), minlength=len(w))
+        table = _improve(moved, (w / copies)[moved], sweeps)
+    return table
+
+
+def _move_replica(w: np.ndarray, table: np.ndarray, ranks: int) -> np.ndarray | None:
+    """The table with one copy on the busiest device given to another expert (not yet on that
+    device), the move that lowers the busiest load most; ``None`` when none lowers it."""
+    e_count = len(w)
+    copies = np.bincount(table.ravel(), minlength=e_count)
+    held = np.zeros((e_count, ranks), dtype=bool)
+    held[table, np.arange(ranks)[:, None]] = True
+    per = w / copies
+    load = per[table].sum(axis=1)
+    a_dev = int(np.argmax(load))
+    top = load[a_dev]
+    # a new copy of b: its holders lose per_b - w_b / (n_b + 1); the busiest device gains w_b / (n_b + 1)
+    gain_b = w / (copies + 1)
+    drop_b = per - gain_b
+    best, best_val = None, top * (1 - 1e-9)
+    for i, a in enumerate(table[a_dev]):
+        if copies[a] < 2:
+            continue
+        base = load.copy()
+        base[held[a]] += w[a] / (copies[a] - 1) - per[a]
+        base[a_dev] = top - per[a]
+        cand = base[None, :] - drop_b[:, None] * held                   # (E, D) after the new copy of b
+        cand[:, a_dev] = base[a_dev] + gain_b
+        cand[held[:, a_dev]] = np.inf                                    # b already on the busiest device
+        cand[a] = np.inf
+        worst = cand.max(axis=1)
+        b = int(np.argmin(worst))
+        if worst[b] < best_val:
+            best, best_val = (i, b), float(worst[b])
+    if best is None:
+        return None
+    out = table.copy()
+    out[a_dev, best[0]] = best[1]
+    return out
 
 
 def _improve(table: np.ndarray, item_w: np.ndarray, sweeps: int) -> np.ndarray:
@@ -357,14 +400,14 @@ def plan_placement(loads: np.ndarray, ranks: int, redundant: int, *, layers: lis
             how, report = "heuristic", None
             if method == "milp" or (best - bound) / max(best, 1e-300) > gap:
                 left = max(0.1, (deadline - time.perf_counter()) / (num_layers - i))
-                if method == "milp" or deadline - time.perf_counter() > 0.2:
+                if method == "milp" or left >= 1.0:
                     try:
                         got, milp_bound, report = _solve_milp(w, ranks, slots, redundant, backend=backend,
                                                               time_limit_s=left, gap=gap, write_lp=None,
                                                               name=f"placement_layer_{layer}")
-                    except SolverError:
-                        if method == "milp":
-                            raise
+                    except (SolverError, InfeasibleError):
+                        # the heuristic's table is feasible: a time-limited run that found
+                        # nothing (CBC may then report infeasible) leaves the heuristic's plan
                         cache[key] = (table, bound, how, None)
                         tables.append(table)
                         found.append((bound, how, None))
