@@ -79,8 +79,8 @@ class Demand:
     requests_per_s: float
 
     def __post_init__(self) -> None:
-        if self.input_tokens < 1 or self.output_tokens < 1 or self.requests_per_s <= 0:
-            raise ValueError("demand needs >= 1 input and output tokens and a positive rate")
+        if self.input_tokens < 1 or self.output_tokens < 1 or not 0 < self.requests_per_s < math.inf:
+            raise ValueError("demand needs >= 1 input and output tokens and a positive, finite rate")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,7 +17,7 @@ import click
 
 from hwsim.cli.params import SloParam, catalog_option
 from hwsim.cli.plan import plan, solver_options
-from hwsim.errors import HwsimError
+from hwsim.errors import HwsimError, SpecError
 
 __all__ = ["parallelism", "parse_usd_per_h"]
 
@@ -105,8 +105,9 @@ def parallelism(cluster_file: str, trace_file: str, slo: dict[str, float], devic
     if rate_scale != 1.0:
         requests = [replace(r, arrival_s=r.arrival_s / rate_scale) for r in requests]
     stats = trace_stats(requests)
-    if stats.count == 0 or stats.mean_rate_per_s <= 0:
-        raise HwsimError(f"{trace_file}: the trace needs at least two requests spread over time")
+    if stats.count < 2 or not 0 < stats.mean_rate_per_s < float("inf"):
+        raise SpecError("the trace needs at least two requests spread over time to give an arrival rate",
+                        file=trace_file, expected="a trace with a positive mean rate", found=f"{stats.count} requests")
     demand = Demand(input_tokens=max(1, round(stats.input_tokens.mean)),
                     output_tokens=max(1, round(stats.output_tokens.mean)), requests_per_s=stats.mean_rate_per_s)
     first = sc.deployment.pools[0].scheduler

@@ -91,3 +91,10 @@ def test_parse_usd_per_h() -> None:
     assert parse_usd_per_h("$12/hour") == 12.0
     with pytest.raises(Exception, match="price rate"):
         parse_usd_per_h("lots")
+
+
+def test_a_trace_without_a_rate_exits_2(tmp_path: Path) -> None:
+    trace = _trace(tmp_path / "one.jsonl", rate=1.0, n=1)
+    res = CliRunner().invoke(main, ["plan", "parallelism", str(CLUSTER), str(trace), "--slo", "ttft=1s,tpot=40ms",
+                                    "-o", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "arrival rate" in res.output
