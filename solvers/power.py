@@ -34,6 +34,7 @@ scenarios) raise :class:`~hwsim.errors.InfeasibleError` naming the constraint gr
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,7 +104,7 @@ class PowerPlan:
                 "scenarios": self.scenarios, "solve": self.solve.as_dict()}
 
 
-def violation_fraction(counts: np.ndarray | list[int], power_w: np.ndarray, budget_w: float) -> float:
+def violation_fraction(counts: np.ndarray | Sequence[int], power_w: np.ndarray, budget_w: float) -> float:
     """Fraction of scenarios (columns of ``power_w``, shape ``(groups, S)``) whose total exceeds the budget."""
     total = np.asarray(counts, dtype=np.float64) @ np.asarray(power_w, dtype=np.float64)
     return float(np.mean(total > budget_w * (1 + 1e-9)))

@@ -108,22 +108,22 @@ def plan_power_command(cluster_file: str, trace_file: str, budget: float | None,
     total_devices = sum(p.devices for p in pools)
     groups, fresh_power, meta, cap_rows = [], [], [], []
     base_tps = rep.output_tokens_per_s(base)
-    for c in levels:
-        res = runs[c]
+    for level in levels:
+        res = runs[level]
         tps = rep.output_tokens_per_s(res)
         for i, pool in enumerate(pools):
             node = sc.cluster.node_of_device(pool.first_device)
             d = pool.parallelism.devices
             share = d / node.device_count
-            name = f"{pool.name}@{'uncapped' if c is None else f'{c:.0f}W'}"
-            g = ServerGroup(name=name, pool=pool.name, cap_w=c, servers=share,
+            name = f"{pool.name}@{'uncapped' if level is None else f'{level:.0f}W'}"
+            g = ServerGroup(name=name, pool=pool.name, cap_w=level, servers=share,
                             tokens_per_s=tps * d / total_devices,
                             tdp_power_w=wall_power_w(node, coeff.tdp_w) * share,
                             power_w=rep.replica_wall_power_w(res, i, node, times))
             groups.append(g)
             fresh_power.append(rep.replica_wall_power_w(res, i, node, fresh))
             meta.append((i, node))
-            cap_rows.append({"group": name, "cap_w": c, "tokens_per_s": g.tokens_per_s,
+            cap_rows.append({"group": name, "cap_w": level, "tokens_per_s": g.tokens_per_s,
                              "vs_uncapped": tps / base_tps if base_tps > 0 else math.nan,
                              "tpot_s": rep.mean_tpot_s(res), "mean_w": float(g.power_w.mean()),
                              "p99_w": float(np.quantile(g.power_w, 0.99)), "tdp_w": g.tdp_power_w})
@@ -135,7 +135,8 @@ def plan_power_command(cluster_file: str, trace_file: str, budget: float | None,
     from hwsim.solvers.power import violation_fraction
 
     out_of_sample = violation_fraction(result.counts, np.stack(fresh_power), budget)
-    verified, grid, total = _verify(sc, trace_file, seed, max_requests, groups, result.counts, meta, (t0, t1), budget)
+    verified, grid, total = _verify(sc, trace_file, seed, max_requests, groups, result.counts, meta, (t0, t1), budget,
+                                    {level: rep.output_tokens_per_s(r) for level, r in runs.items()})
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -187,8 +188,10 @@ def _simulate(sc: Any, trace_file: str, seed: int, max_requests: int | None, cap
 
 
 def _verify(sc: Any, trace_file: str, seed: int, max_requests: int | None, groups: list[Any], counts: tuple[int, ...],
-            meta: list[Any], window: tuple[float, float], budget: float) -> tuple[dict[str, float], Any, Any]:
-    """Simulate every chosen cap again (seed + 1) and sum the plan's power on a fine time grid."""
+            meta: list[Any], window: tuple[float, float], budget: float,
+            planned_tps: dict[float | None, float]) -> tuple[dict[str, float], Any, Any]:
+    """Simulate every chosen cap again (seed + 1) and sum the plan's power on a fine time grid;
+    throughput scales each group's planned tokens/s by the rerun's over the planning run's."""
     import numpy as np
 
     from hwsim.report import plan_power as rep
@@ -204,8 +207,7 @@ def _verify(sc: Any, trace_file: str, seed: int, max_requests: int | None, group
             runs[g.cap_w] = _simulate(sc, trace_file, seed + 1, max_requests, g.cap_w)
         res = runs[g.cap_w]
         total += c * rep.replica_wall_power_w(res, i, node, grid)
-        tokens += c * g.tokens_per_s / max(rep.output_tokens_per_s(runs[g.cap_w]), 1e-12) * \
-            rep.output_tokens_per_s(res)
+        tokens += c * g.tokens_per_s * rep.output_tokens_per_s(res) / max(planned_tps[g.cap_w], 1e-12)
     verified = {"violation": float(np.mean(total > budget)), "peak_w": float(total.max()),
                 "mean_w": float(total.mean()), "tokens_per_s": tokens, "seed": seed + 1, "points": int(grid.size)}
     return verified, grid, total

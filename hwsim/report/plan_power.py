@@ -98,7 +98,8 @@ def summary_text(plan: PowerPlan, groups: Sequence[ServerGroup], *, uncapped_tok
     lines += [
         f"servers: {plan.servers:g} vs {plan.tdp_servers} provisioned at TDP "
         f"(+{plan.servers_gained:g}, {plan.servers_gained / max(plan.tdp_servers, 1):+.0%})",
-        f"throughput: {plan.tokens_per_s:.1f} tokens/s; loss per server vs uncapped {loss:.1%}",
+        f"throughput: {plan.tokens_per_s:.1f} tokens/s ({verified.get('tokens_per_s', math.nan):.1f} in the verifying "
+        f"simulation); loss per server vs uncapped {loss:.1%}",
         f"budget exceeded: {plan.in_sample_violation:.2%} in sample ({plan.scenarios} scenarios), "
         f"{out_of_sample:.2%} out of sample, {verified.get('violation', math.nan):.2%} in the verifying simulation "
         f"(peak {verified.get('peak_w', math.nan) / 1e3:.3g} kW)",

@@ -69,3 +69,37 @@ def test_budget_or_domain_is_required(trace: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "--budget" in res.output
     res = CliRunner().invoke(main, ["plan", "power", str(CLUSTER), str(trace), "--domain", "row-z", "-o", str(tmp_path)])
     assert res.exit_code == 2 and "row-z" in res.output
+
+
+DISAGGREGATED = """version: 1
+kind: cluster
+name: mixtral-pd
+nodes: {system: DGX-H100, count: 1}
+deployment:
+  model: mixtral-8x7b
+  dtypes: {weights: bf16, activations: bf16, kv: bf16}
+  pools:
+    - {name: prefill, role: prefill, replicas: 1, parallelism: {tp: 4},
+       scheduler: {max_seqs: 64, max_batched_tokens: 8192, chunked_prefill: 2048}}
+    - {name: decode, role: decode, replicas: 1, parallelism: {tp: 4},
+       scheduler: {max_seqs: 256, max_batched_tokens: 256}}
+  experts: {routing: {model: uniform}}
+"""
+
+
+def test_disaggregated_pools_are_separate_groups_in_ratio(trace: Path, tmp_path: Path) -> None:
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(DISAGGREGATED)
+    out = tmp_path / "plan"
+    res = CliRunner().invoke(main, ["plan", "power", str(cluster), str(trace), "--budget", "20kW", "--caps", "400W",
+                                    "--scenarios", "40", "--violation", "5%", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    plan = json.loads((out / "plan.json").read_text())
+    counts = plan["plan"]["counts"]
+    assert set(counts) == {"prefill@uncapped", "decode@uncapped", "prefill@400W", "decode@400W"}
+    rows = {r["group"]: r for r in plan["groups"]}
+    assert rows["prefill@uncapped"]["p99_w"] != rows["decode@uncapped"]["p99_w"]   # the phases draw differently
+    prefill = counts["prefill@uncapped"] + counts["prefill@400W"]
+    assert prefill >= 1 and prefill == counts["decode@uncapped"] + counts["decode@400W"]
+    sc = load_scenario(cluster, patches=[out / "plan.patch.yaml"])
+    assert [p.replicas for p in sc.deployment.pools] == [prefill, prefill]
