@@ -21,8 +21,10 @@ Layers are independent in this objective (the slowest device of each layer; thei
 MoE time of a step), so the plan decomposes by layer exactly. Each layer is first solved by a
 heuristic: EPLB's replica rule and balanced packing (:mod:`hwsim.workload.placement`) followed
 by a swap local search that lowers the busiest device; a lower bound that holds for every
-placement, ``max(sum w / D, min over replica counts of max_e w_e / n_e)`` (the second term
-by the greedy replica rule, which is optimal for that min-max), proves the gap. Only layers
+placement, ``max(sum w / D, V + the S - 1 smallest w_e / min(D, R + 1))`` with
+``V = min over replica counts of max_e w_e / n_e`` (by the greedy replica rule, which is optimal
+for that min-max: the device holding the largest copy holds ``S - 1`` other experts' copies),
+proves the gap. Only layers
 whose gap exceeds the limit go to the MILP (or every layer with ``method="milp"``); the better
 of the two solutions is kept and the best bound of both is reported.
 
@@ -136,10 +138,14 @@ def device_loads(w: np.ndarray, slots: np.ndarray) -> np.ndarray:
 
 def lower_bound(w: np.ndarray, ranks: int, redundant: int) -> float:
     """A bound on the busiest device's load that every placement of ``E + R`` copies on
-    ``ranks`` devices respects: ``max(mean device load, min_n max_e w_e / n_e)``."""
+    ``ranks`` devices (``S`` slots each) respects: the mean device load, or the device holding
+    the largest copy, ``V = min_n max_e w_e / n_e``, with ``S - 1`` copies of other experts, each
+    at least ``w_e / min(D, R + 1)``: ``V`` plus the ``S - 1`` smallest of those."""
     w = np.asarray(w, dtype=float)
     n = replica_counts(w, len(w) + redundant)
-    return float(max(w.sum() / ranks, np.max(w / n)))
+    slots = (len(w) + redundant) // ranks
+    smallest = np.sort(w / min(ranks, redundant + 1))[: max(slots - 1, 0)].sum()
+    return float(max(w.sum() / ranks, np.max(w / n) + smallest))
 
 
 def _check(num_experts: int, ranks: int, redundant: int, slots_per_rank: int | None) -> int:
