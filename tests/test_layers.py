@@ -23,7 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "solvers": BASE | {"spec", "perf", "workload", "solvers"},
     "sweep": BASE | {"spec", "io", "perf", "workload", "sim", "solvers", "sweep"},
     "report": BASE | {"spec", "workload", "perf", "sim", "solvers", "report"},
-    "cli": BASE | {"spec", "io", "perf", "workload", "sim", "solvers", "sweep", "report", "cli"},
+    "validate": BASE | {"spec", "io", "perf", "workload", "sim", "solvers", "validate"},
+    "cli": BASE | {"spec", "io", "perf", "workload", "sim", "solvers", "sweep", "report", "validate", "cli"},
 }
 CONFINED = {"simpy": "sim", "pulp": "solvers", "numba": "perf", "yaml": "io", "jsonschema": "io", "matplotlib": "report"}
 

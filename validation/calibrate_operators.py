@@ -21,12 +21,11 @@ zero (the sources time kernels on the GPU). Fits minimise the sum of squared log
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import math
 import re
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,77 +33,29 @@ import yaml
 
 from hwsim.io.load import load_device
 from hwsim.perf import operators as ops
-from hwsim.spec.attention import AttentionSpec
-from hwsim.spec.hardware import Device, EfficiencyFactor
+from hwsim.validate.operators import (  # the rows live in the package (hwsim validate uses them)
+    DENSE,
+    FLASHMLA,
+    GROUPED,
+    MAMF,
+    MINE,
+    Eff,
+    Effs,
+    Row,
+    dense_rows,
+    flashmla_rows,
+    grouped_rows,
+    mamf_rows,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = REPO.parent / "shared" / "validation" / "cases.yaml"
 DOC = REPO / "docs" / "calibration-operators.md"
 DEVICES = REPO / "hardware" / "devices"
-MINE = ("gemm", "grouped_gemm", "attention", "memory")
-
-DENSE, GROUPED, FLASHMLA, MAMF = ("deepgemm-fp8-dense-gemm-h800", "deepgemm-fp8-grouped-gemm-h800",
-                                  "flashmla-h800-b200", "mamf-matmul-bf16-fp8")
-MAMF_DEVICES = {"NVIDIA A100 SXM": "A100-80GB", "NVIDIA H100 SXM": "H100-SXM",
-                "NVIDIA H200 SXM": "H200", "NVIDIA B200 SXM": "B200", "NVIDIA GB200 SXM": "GB200",
-                "AMD MI300X": "MI300X", "AMD MI325X": "MI325X", "Intel Gaudi 3": "Gaudi-3"}
 DEVICE_FILES = {"H800": "h800", "B200": "b200", "H100-SXM": "h100-sxm", "H200": "h200",
                 "A100-80GB": "a100-80gb", "GB200": "gb200", "MI300X": "mi300x", "MI325X": "mi325x",
                 "Gaudi-3": "gaudi-3"}
-MAMF_GRID = range(1024, 16385, 1024)   # MAMF is a maximum over shapes: the model's is taken here
-
-# DeepSeek-V3 MLA (model card config.json); FlashMLA's sparse kernels attend to top-2048 tokens,
-# stood in for by a 2048-token sliding window (same number of attended keys per query).
-MLA = AttentionSpec(kind="mla", num_heads=128, num_kv_heads=128, head_dim=128, q_lora_rank=1536,
-                    kv_lora_rank=512, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128)
-MLA_TOPK = dataclasses.replace(MLA, window_tokens=2048, window_pattern=(True,))
-MHA = AttentionSpec(kind="mha", num_heads=16, num_kv_heads=16, head_dim=128)
-
-
-@dataclass
-class Eff:
-    value: float
-    by_dtype: dict[str, float] = field(default_factory=dict)
-    calibrated_on: tuple[str, ...] = ()
-    note: str = ""
-
-
-Effs = dict[str, dict[str, Eff]]                        # device -> efficiency name -> Eff
-Predict = Callable[[Effs, ops.ShapeModel], float]
-
-
-@dataclass
-class Row:
-    group: str
-    device: str
-    label: str
-    unit: str
-    measured: float
-    predict: Predict
-    modelled: bool = True
-    note: str = ""
-    predicted: float = float("nan")
-
-    @property
-    def error(self) -> float:
-        return self.predicted / self.measured - 1.0
-
-
-# -- devices with trial efficiencies -----------------------------------------------------
-_BASE: dict[str, Device] = {}
-
-
-def device(name: str, effs: Effs) -> Device:
-    """Catalog device, launch overhead zeroed, its operator efficiencies (MINE) replaced by
-    ``effs[name]`` (defaults where absent), so a fit never depends on what the YAML holds now."""
-    if name not in _BASE:
-        _BASE[name] = dataclasses.replace(load_device(name), launch_eager_s=0.0, launch_graph_s=0.0)
-    base = _BASE[name]
-    mine = effs.get(name, {})
-    kept = tuple(e for e in base.efficiency if e.name not in MINE)
-    new = tuple(EfficiencyFactor(name=k, value=e.value, by_dtype=dict(e.by_dtype),
-                                 calibrated_on=e.calibrated_on or ("trial",)) for k, e in mine.items())
-    return dataclasses.replace(base, efficiency=kept + new)
+_BEST: dict[tuple[str, str], tuple[int, int, int]] = {}   # each MAMF row's argmax shape while fitting
 
 
 def setter(effs: Effs, dev: str, name: str, dtype: str | None) -> Callable[[float], None]:
@@ -115,129 +66,6 @@ def setter(effs: Effs, dev: str, name: str, dtype: str | None) -> Callable[[floa
         else:
             entry.by_dtype[dtype] = x
     return put
-
-
-# -- rows ---------------------------------------------------------------------------------
-def tflops(op: ops.OpCost) -> float:
-    return op.flop / op.time_s / 1e12
-
-
-def dense_rows(case: dict) -> list[Row]:
-    rows = []
-    for r in case["metrics"]:
-        m, n, k = r["M"], r["N"], r["K"]
-
-        def pred(effs: Effs, shape: ops.ShapeModel, m: int = m, n: int = n, k: int = k) -> float:
-            return tflops(ops.gemm(device("H800", effs), m, n, k, dtype="fp8", weight_dtype="fp8",
-                                   shape=shape))
-        rows.append(Row("dense GEMM (DeepGEMM, H800, FP8)", "H800", f"M={m} N={n} K={k}", "TFLOP/s",
-                        r["TFLOPS"], pred))
-    return rows
-
-
-def grouped_rows(case: dict) -> list[Row]:
-    rows = []
-    for mode, entries in case["metrics"].items():
-        for r in entries:
-            g, mg, n, k = r["groups"], r["M_per_group"], r["N"], r["K"]
-
-            def pred(effs: Effs, shape: ops.ShapeModel, g: int = g, mg: int = mg, n: int = n,
-                     k: int = k, mode: str = mode) -> float:
-                return tflops(ops.grouped_gemm(device("H800", effs), [mg] * g, n, k, dtype="fp8",
-                                               weight_dtype="fp8", mode=mode, shape=shape))
-            rows.append(Row("grouped GEMM (DeepGEMM, H800, FP8)", "H800",
-                            f"{mode} {g} x {mg} N={n} K={k}", "TFLOP/s", r["TFLOPS"], pred))
-    return rows
-
-
-def _decode(dev: str, heads: int, q: int, kv: int, kv_dtype: str, unit: str) -> Predict:
-    def pred(effs: Effs, shape: ops.ShapeModel) -> float:
-        op = ops.attention_decode(device(dev, effs), MLA, kv_lens=[kv] * 128, heads=heads,
-                                  kv_heads=1, dtype="bf16", kv_dtype=kv_dtype, query_tokens=q,
-                                  shape=shape)
-        return op.bytes_moved / op.time_s / 1e9 if unit == "GB/s" else tflops(op)
-    return pred
-
-
-def _prefill(dev: str, attn: AttentionSpec, heads: int, new: int, ctx: int, absorbed: bool) -> Predict:
-    def pred(effs: Effs, shape: ops.ShapeModel) -> float:
-        return tflops(ops.attention_prefill(device(dev, effs), attn, new_tokens=[new],
-                                            context_tokens=[ctx], heads=heads, kv_heads=heads,
-                                            dtype="bf16", kv_dtype="bf16", layer=0,
-                                            mla_absorbed=absorbed, shape=shape))
-    return pred
-
-
-def flashmla_rows(case: dict) -> list[Row]:
-    """Configurations (FlashMLA's README gives peak figures, not shapes): 128 sequences of 4096
-    tokens; memory-bound with 16 query heads, compute-bound with 128 heads x 2 MTP tokens."""
-    spec: dict[str, tuple[str, Predict, bool, str]] = {
-        "dense_MLA_decode_memory_bound_H800": ("H800", _decode("H800", 16, 1, 4096, "bf16", "GB/s"), True,
-                                               "128 x 4096 tokens, 16 heads, BF16 KV"),
-        "dense_MLA_decode_compute_bound_H800": ("H800", _decode("H800", 128, 2, 4096, "bf16", "TF"), True,
-                                                "128 x 4096 tokens, 128 heads x 2 tokens"),
-        "sparse_MLA_decode_FP8KV_H800": ("H800", _decode("H800", 128, 2, 2048, "fp8", "TF"), False,
-                                         "not modelled: top-k gather + FP8 dequant (dense stand-in)"),
-        "sparse_MLA_decode_B200": ("B200", _decode("B200", 128, 2, 2048, "fp8", "TF"), False,
-                                   "not modelled: 'not really optimized yet' (source)"),
-        "sparse_MLA_prefill_H800": ("H800", _prefill("H800", MLA_TOPK, 128, 4096, 4096, True), True,
-                                    "4096 new after 4096, 128 heads, latent, 2048 keys/query"),
-        "sparse_MLA_prefill_B200": ("B200", _prefill("B200", MLA_TOPK, 128, 4096, 4096, True), True,
-                                    "as the H800 row"),
-        "MHA_prefill_fwd_B200": ("B200", _prefill("B200", MHA, 16, 8192, 0, False), True,
-                                 "causal 8192 tokens, 16 heads x 128"),
-    }
-    rows = []
-    for r in case["metrics"]:
-        name = r["name"]
-        if name in spec:
-            dev, pred, modelled, note = spec[name]
-            unit = "GB/s" if r["unit"] == "GB/s" else "TFLOP/s"
-            rows.append(Row("attention (FlashMLA / FA)", dev, name, unit, r["value"], pred, modelled, note))
-        elif name == "FP8_KV_bytes_per_token_V32":
-            kv = float(MLA.kv_elems_per_token())   # 576 FP8 bytes; scales and BF16 RoPE not modelled
-            rows.append(Row("attention (FlashMLA / FA)", "-", name, "B", r["value"],
-                            lambda effs, shape, kv=kv: kv, False,
-                            "not modelled: V3.2 layout adds 16 B scales and keeps RoPE in BF16"))
-    return rows
-
-
-def _mamf_shape(text: str | None) -> tuple[int, int, int] | None:
-    if not text:
-        return None
-    m, n, k = (int(x) for x in text.split("x"))
-    return m, n, k
-
-
-_GRID = [(m, n, k) for m in MAMF_GRID for n in MAMF_GRID for k in MAMF_GRID]
-_BEST: dict[tuple[str, str], tuple[int, int, int]] = {}
-
-
-def mamf_rows(case: dict) -> list[Row]:
-    rows = []
-    for dtype, entries in case["metrics"].items():
-        for r in entries:
-            label = str(r.get("device"))
-            dev = MAMF_DEVICES.get(label)
-            if dev is None or "MAMF" not in r:
-                continue
-            shape_mnk = _mamf_shape(r.get("shape"))
-
-            candidates = _GRID + ([shape_mnk] if shape_mnk else [])
-
-            def pred(effs: Effs, shape: ops.ShapeModel, dev: str = dev, dtype: str = dtype,
-                     candidates: list[tuple[int, int, int]] = candidates) -> float:
-                """The model's best TFLOP/s over the shapes (the argmax is held while fitting)."""
-                d = device(dev, effs)
-                mnk = _BEST.get((dev, dtype)) or max(candidates, key=lambda s: tflops(
-                    ops.gemm(d, *s, dtype=dtype, shape=shape)))
-                _BEST[(dev, dtype)] = mnk
-                return tflops(ops.gemm(d, *mnk, dtype=dtype, shape=shape))
-            where = f"measured best {r['shape']}" if shape_mnk else "measured best shape not given"
-            rows.append(Row("MAMF best-shape matmul", dev, f"{label} {dtype}", "TFLOP/s", r["MAMF"],
-                            pred, True, f"{where}; model: best of a 1024..16384 grid and that shape; "
-                            "in-sample (1 parameter per row)"))
-    return rows
 
 
 # -- fitting ------------------------------------------------------------------------------
@@ -316,7 +144,7 @@ class Result:
 
 def calibrate(cases: dict[str, dict]) -> Result:
     dense, grouped = dense_rows(cases[DENSE]), grouped_rows(cases[GROUPED])
-    attn, mamf = flashmla_rows(cases[FLASHMLA]), mamf_rows(cases[MAMF])
+    attn, mamf = flashmla_rows(cases[FLASHMLA]), mamf_rows(cases[MAMF], _BEST)
     effs: Effs = {}
     shape = ops.ShapeModel(k_half_elems=250.0, latency_s=2e-6, sharpness=2.5)
     mem_rows = [r for r in attn if r.label == "dense_MLA_decode_memory_bound_H800"]

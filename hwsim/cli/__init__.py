@@ -54,6 +54,8 @@ def _register() -> None:
     for group in (check.check, estimate.estimate, experts.experts, hardware.hardware, model.model,
                   plan.plan, schema.schema, simulate.simulate, sweep.sweep, trace.trace):
         main.add_command(group)
+    from hwsim.cli.validate import validate
+    main.add_command(validate)
 
 
 _register()

@@ -1,0 +1,133 @@
+"""End-to-end rows: runnable scenarios under ``validation/scenarios/`` against published serving numbers.
+
+``validation/cases.yaml`` (our runnable index) maps a published case id to a scenario file, a
+mode and a workload, and says which of our metrics maps to which published metric:
+
+.. code-block:: yaml
+
+    cases:
+      - id: trtllm-dsr1-b200-maxtput-fp8kv
+        scenario: scenarios/trtllm-dsr1-b200-maxtput-fp8kv.yaml
+        mode: estimate                 # estimate | memory ; simulate is not wired yet
+        tier: 1
+        workload: {input_tokens: 1042, output_tokens: 2048}
+        metrics:
+          - {ours: output_tokens_per_s_per_device, published: per_gpu_output_throughput}
+      - id: some-case
+        missing: "what hwsim would need to express it"
+
+``ours`` names an attribute of :class:`hwsim.perf.estimate.Estimate` (or ``<name>_per_device``
+of one); ``published`` names a metric (or a ``derived`` entry) of the published case; ``scale``
+converts the published unit to ours (``0.001`` for ms -> s). Nothing here is tuned to a case:
+the scenario says what the source says and lists what it assumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hwsim.errors import SpecError
+from hwsim.io.scenario import load_scenario
+from hwsim.io.source import read_document
+from hwsim.perf.estimate import Estimate, estimate
+from hwsim.validate.memory import trtllm_budget_rows
+from hwsim.validate.rows import ValidationRow
+from hwsim.validate.shared import REPO, SharedData
+
+DEFAULT_INDEX = REPO / "validation" / "cases.yaml"
+MODES = ("estimate", "memory")
+
+
+def _published(case: Mapping[str, Any], name: str) -> tuple[float, str]:
+    for section in ("metrics", "derived"):
+        for m in case.get(section) or ():
+            if isinstance(m, dict) and m.get("name") == name:
+                return float(str(m["value"]).rstrip("%").replace(",", "")), str(m.get("unit", ""))
+    raise SpecError(f"published case {case.get('id')!r} has no metric {name!r}", path="metrics",
+                    expected="a metric or derived name of the published case", found=name)
+
+
+def _ours(est: Estimate, name: str) -> float:
+    """``attribute`` of the estimate or ``pool.attribute`` of one pool; ``_per_device`` divides by
+    the devices of that scope."""
+    scope: Any = est
+    attr = name
+    if "." in name:
+        pool, attr = name.split(".", 1)
+        scope = next((p for p in est.pools if p.pool == pool), None)
+        if scope is None:
+            raise SpecError(f"no pool {pool!r} in the estimate", path="metrics.ours",
+                            expected=", ".join(p.pool for p in est.pools), found=pool)
+    per_device = attr.endswith("_per_device") and not hasattr(scope, attr)
+    base = attr.removesuffix("_per_device") if per_device else attr
+    if not hasattr(scope, base):
+        raise SpecError(f"unknown estimate metric {name!r}", path="metrics.ours", expected="an attribute "
+                        "of the estimate (output_tokens_per_s, tpot_s, ...) or <pool>.<attribute>", found=name)
+    value = float(getattr(scope, base))
+    return value / scope.devices if per_device else value
+
+
+def read_index(path: str | Path | None = None) -> tuple[Path, list[dict[str, Any]]]:
+    """The runnable index (``validation/cases.yaml``) as (its folder, its entries)."""
+    p = Path(path) if path is not None else DEFAULT_INDEX
+    doc = read_document(p)
+    data = doc.data or {}
+    entries = data.get("cases") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise SpecError("a validation case index needs a 'cases:' list", file=str(p), path="cases",
+                        expected="a list of {id, scenario, mode, ...}", found=type(entries).__name__)
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict) or "id" not in e:
+            raise SpecError("each case needs an id", file=str(p), path=f"cases[{i}]", found=e)
+        if "missing" not in e and e.get("mode") not in MODES:
+            raise SpecError("unknown mode", file=str(p), path=f"cases[{i}].mode",
+                            expected=" | ".join(MODES), found=e.get("mode"))
+    return p.parent, entries
+
+
+def case_rows(entry: Mapping[str, Any], folder: Path, shared: SharedData) -> list[ValidationRow]:
+    """The rows of one index entry (a row naming the missing feature when it cannot run)."""
+    cid = str(entry["id"])
+    published = shared.case(cid)
+    kind = str(entry.get("kind", "end-to-end"))
+    tier = int(entry.get("tier", 2))
+    if "missing" in entry:
+        rows = []
+        for m in entry.get("metrics") or [{"published": published["metrics"][0]["name"]}]:
+            value, unit = _published(published, m["published"])
+            rows.append(ValidationRow(kind=kind, case=cid, label=m["published"], unit=unit,
+                                      measured=value, predicted=None, tier=tier, missing=str(entry["missing"])))
+        return rows
+    scenario = folder / str(entry["scenario"])
+    work = entry.get("workload") or {}
+    if entry["mode"] == "memory":
+        return trtllm_budget_rows(published, scenario, input_tokens=int(work.get("input_tokens", 1024)),
+                                  output_tokens=int(work.get("output_tokens", 2048)), tier=tier)
+    s = load_scenario(scenario)
+    est = estimate(s.cluster, s.model, s.deployment, input_tokens=int(work["input_tokens"]),
+                   output_tokens=int(work["output_tokens"]), batch=work.get("batch"))
+    rows = []
+    for m in entry.get("metrics") or ():
+        value, unit = _published(published, m["published"])
+        scale = float(m.get("scale", 1.0))
+        rows.append(ValidationRow(kind=kind, case=cid, label=f"{m['ours']} vs {m['published']}", unit=unit,
+                                  measured=value, predicted=_ours(est, m["ours"]) / scale, tier=tier,
+                                  note=str(m.get("note", ""))))
+    return rows
+
+
+def end_to_end_rows(shared: SharedData, index: str | Path | None = None,
+                    kinds: frozenset[str] | None = None) -> list[ValidationRow]:
+    """Every row of the index whose kind is selected."""
+    folder, entries = read_index(index)
+    out: list[ValidationRow] = []
+    for e in entries:
+        kind = str(e.get("kind", "end-to-end"))
+        if kinds is None or kind in kinds:
+            out += case_rows(e, folder, shared)
+    return out
+
+
+__all__ = ["DEFAULT_INDEX", "MODES", "case_rows", "end_to_end_rows", "read_index"]

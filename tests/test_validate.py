@@ -1,0 +1,131 @@
+"""`hwsim validate`: error bands of the tier-1 rows, the committed doc is current, the CLI.
+
+The full run (operator, communication, power, memory, end-to-end rows) is computed once per
+module (~20 s, the DeepEP routing draws dominate) and shared by the tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+
+import pytest
+from click.testing import CliRunner
+
+import hwsim.validate
+from hwsim.cli import main
+from hwsim.report import validation as report
+from hwsim.validate import run_validation
+from hwsim.validate.doc import DOC, INTRO, NOTES, footer
+from hwsim.validate.shared import REPO
+
+pytestmark = pytest.mark.skipif(not (REPO.parent / "shared" / "validation" / "cases.yaml").is_file(),
+                                reason="published validation data (../shared/validation) not present")
+
+
+@pytest.fixture(scope="module")
+def full():
+    return run_validation()
+
+
+def _errors(v, kind, tier=1):
+    return [abs(r.error) for r in v.rows if r.kind == kind and r.tier == tier and r.counted]
+
+
+# Bands set from the current errors (docs/validation.md), with a little room, so a regression
+# of the cost model or a drifted hardware file fails here.
+BANDS = {  # kind: (max |error| of any tier-1 row, median |error| of the tier-1 rows, rows at least)
+    "operator": (0.30, 0.06, 28),
+    "communication": (0.25, 0.06, 24),
+    "memory": (0.20, 0.12, 6),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BANDS))
+def test_tier1_rows_within_bands(full, kind):
+    worst, median, n = BANDS[kind]
+    errs = _errors(full, kind)
+    assert len(errs) >= n
+    assert max(errs) <= worst, [(r.label, r.error) for r in full.rows if r.kind == kind and r.counted]
+    assert statistics.median(errs) <= median
+
+
+def test_operator_and_communication_medians_meet_the_issue_target(full):
+    for kind in ("operator", "communication"):
+        errs = [abs(r.error) for r in full.rows if r.kind == kind and r.counted]
+        assert statistics.median(errs) <= 0.10
+
+
+def test_power_rows_within_band(full):
+    errs = [abs(r.error) for r in full.rows if r.kind == "power" and r.counted]
+    assert len(errs) >= 30
+    assert statistics.median(errs) <= 0.08
+    assert max(errs) <= 0.30
+
+
+def test_end_to_end_rows_run_and_gaps_are_listed(full):
+    e2e = [r for r in full.rows if r.kind == "end-to-end"]
+    cases = {r.case for r in e2e}
+    assert {"ds-v3-profile-prefill-h800", "trtllm-dsr1-b200-maxtput-fp8kv", "mlperf41-mixtral-8xh100",
+            "sglang-dsv3-prefill-4x8h100"} <= cases
+    for r in e2e:
+        if r.predicted is None:
+            assert r.missing
+        else:
+            assert r.predicted > 0 and r.error is not None
+    # the Mixtral offline row is within 20%: hold it there
+    mix = next(r for r in e2e if r.case == "mlperf41-mixtral-8xh100" and r.predicted is not None)
+    assert abs(mix.error) <= 0.20
+    # the DeepSeek H800 prefill profile is a known gap: hwsim is too fast, reported as it is
+    ds = next(r for r in e2e if r.case == "ds-v3-profile-prefill-h800")
+    assert ds.error > 0.2
+
+
+def test_committed_doc_is_current(full):
+    text = report.markdown(full.rows, intro=INTRO, notes=NOTES, footer=footer(full))
+    assert DOC.read_text(encoding="utf-8") == text, "run 'hwsim validate --write-docs'"
+
+
+def test_cli_check_and_write_docs(full, monkeypatch, tmp_path):
+    monkeypatch.setattr(hwsim.validate, "run_validation", lambda **kw: full)
+    res = CliRunner().invoke(main, ["validate", "--check"])
+    assert res.exit_code == 0, res.output
+    assert "is current" in res.output
+    for kind in ("operator", "communication", "end-to-end", "power", "memory"):
+        assert f"== {kind} (" in res.output
+    # a stale doc fails the check
+    stale = tmp_path / "validation.md"
+    stale.write_text("old\n", encoding="utf-8")
+    monkeypatch.setattr("hwsim.validate.doc.DOC", stale)
+    res = CliRunner().invoke(main, ["validate", "--check"])
+    assert res.exit_code == 1
+    res = CliRunner().invoke(main, ["validate", "--write-docs"])
+    assert res.exit_code == 0, res.output
+    assert stale.read_text(encoding="utf-8") == DOC.read_text(encoding="utf-8")
+
+
+def test_cli_prints_table_and_writes_outputs(tmp_path):
+    res = CliRunner().invoke(main, ["validate", "--kind", "memory,end-to-end", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "== memory (6 rows" in res.output
+    assert "max_concurrency_per_gpu" in res.output and "-12.2%" in res.output
+    assert "missing: simulate mode" in res.output
+    assert (tmp_path / "parity.png").stat().st_size > 1000
+    md = (tmp_path / "validation.md").read_text(encoding="utf-8")
+    assert "| memory | 6 | 6 |" in md
+    with open(tmp_path / "rows.csv", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["kind"] for r in rows} == {"memory", "end-to-end"}
+    mem = next(r for r in rows if r["row"] == "free_kv_cache_per_gpu")
+    assert float(mem["predicted"]) / float(mem["measured"]) - 1 == pytest.approx(float(mem["error"]), abs=1e-6)
+
+
+def test_cli_errors_exit_2(tmp_path):
+    res = CliRunner().invoke(main, ["validate", "--kind", "operators"])
+    assert res.exit_code == 2 and "unknown validation kind 'operators'" in res.output
+    res = CliRunner().invoke(main, ["validate", "--kind", "memory", "--shared-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "cannot find the published validation data" in res.output
+    bad = tmp_path / "cases.yaml"
+    bad.write_text("version: 1\ncases:\n  - id: x\n    mode: simulate-all\n", encoding="utf-8")
+    res = CliRunner().invoke(main, ["validate", str(bad), "--kind", "memory"])
+    assert res.exit_code == 2 and "cases[0].mode" in res.output
