@@ -105,11 +105,12 @@ def parallelism(cluster_file: str, trace_file: str, slo: dict[str, float], devic
     if rate_scale != 1.0:
         requests = [replace(r, arrival_s=r.arrival_s / rate_scale) for r in requests]
     stats = trace_stats(requests)
-    if stats.count < 2 or not 0 < stats.mean_rate_per_s < float("inf"):
+    rate = stats.mean_rate_per_s
+    if stats.count < 2 or stats.input_tokens is None or stats.output_tokens is None or not 0 < rate < float("inf"):
         raise SpecError("the trace needs at least two requests spread over time to give an arrival rate",
                         file=trace_file, expected="a trace with a positive mean rate", found=f"{stats.count} requests")
     demand = Demand(input_tokens=max(1, round(stats.input_tokens.mean)),
-                    output_tokens=max(1, round(stats.output_tokens.mean)), requests_per_s=stats.mean_rate_per_s)
+                    output_tokens=max(1, round(stats.output_tokens.mean)), requests_per_s=rate)
     first = sc.deployment.pools[0].scheduler
     mbt = max(first.max_batched_tokens, demand.input_tokens)
     chunk = first.chunked_prefill_tokens or min(4096, mbt)
@@ -196,8 +197,11 @@ def _recommended(rows: list[dict[str, Any]]) -> int:
     was simulated."""
     import math
 
-    sims = [(r["rank"], r.get("simulated_goodput_requests_per_s")) for r in rows]
-    sims = [(k, g) for k, g in sims if isinstance(g, float | int) and math.isfinite(g)]
+    sims: list[tuple[int, float]] = []
+    for r in rows:
+        g = r.get("simulated_goodput_requests_per_s")
+        if isinstance(g, float | int) and math.isfinite(g):
+            sims.append((int(r["rank"]), float(g)))
     if not sims:
         return 1
     top = max(g for _, g in sims)
