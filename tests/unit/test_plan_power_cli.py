@@ -103,3 +103,10 @@ def test_disaggregated_pools_are_separate_groups_in_ratio(trace: Path, tmp_path:
     assert prefill >= 1 and prefill == counts["decode@uncapped"] + counts["decode@400W"]
     sc = load_scenario(cluster, patches=[out / "plan.patch.yaml"])
     assert [p.replicas for p in sc.deployment.pools] == [prefill, prefill]
+
+
+def test_unsettable_cap_fails_before_simulating(trace: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["plan", "power", str(CLUSTER), str(trace), "--budget", "40kW", "--caps", "900W",
+                                    "-o", str(tmp_path / "p")])
+    assert res.exit_code == 2 and "900 W is outside the settable range" in res.output
+    assert not (tmp_path / "p").exists()
