@@ -44,7 +44,12 @@ def _published(case: Mapping[str, Any], name: str) -> tuple[float, str]:
     for section in ("metrics", "derived"):
         for m in case.get(section) or ():
             if isinstance(m, dict) and m.get("name") == name:
-                return float(str(m["value"]).rstrip("%").replace(",", "")), str(m.get("unit", ""))
+                text = str(m["value"]).rstrip("%").replace(",", "")
+                try:
+                    return float(text), str(m.get("unit", ""))
+                except ValueError:
+                    raise SpecError(f"published case {case.get('id')!r}: metric {name!r} is not a number",
+                                    path="metrics", expected="a number", found=m["value"]) from None
     raise SpecError(f"published case {case.get('id')!r} has no metric {name!r}", path="metrics",
                     expected="a metric or derived name of the published case", found=name)
 
@@ -94,11 +99,18 @@ def case_rows(entry: Mapping[str, Any], folder: Path, shared: SharedData) -> lis
     kind = str(entry.get("kind", "end-to-end"))
     tier = int(entry.get("tier", 2))
     if "missing" in entry:
+        missing = " ".join(str(entry["missing"]).split())
+        if not entry.get("metrics"):
+            return [ValidationRow(kind=kind, case=cid, label="(whole case)", unit="", measured=float("nan"),
+                                  predicted=None, tier=tier, missing=missing)]
         rows = []
-        for m in entry.get("metrics") or [{"published": published["metrics"][0]["name"]}]:
-            value, unit = _published(published, m["published"])
+        for m in entry["metrics"]:
+            try:
+                value, unit = _published(published, m["published"])
+            except SpecError:        # a bound such as '>3' is listed, not compared
+                value, unit = float("nan"), ""
             rows.append(ValidationRow(kind=kind, case=cid, label=m["published"], unit=unit,
-                                      measured=value, predicted=None, tier=tier, missing=str(entry["missing"])))
+                                      measured=value, predicted=None, tier=tier, missing=missing))
         return rows
     scenario = folder / str(entry["scenario"])
     work = entry.get("workload") or {}
