@@ -28,16 +28,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from hwsim.errors import SpecError
 from hwsim.io.scenario import load_scenario
 from hwsim.io.source import read_document
 from hwsim.perf.estimate import Estimate, estimate
+from hwsim.sim.routing import imbalance_sampler_factory
+from hwsim.sim.run import simulate
 from hwsim.validate.memory import trtllm_budget_rows
 from hwsim.validate.rows import ValidationRow
 from hwsim.validate.shared import REPO, SharedData
+from hwsim.workload.generate import LognormalLengths, PoissonArrivals, generate_requests
 
 DEFAULT_INDEX = REPO / "validation" / "cases.yaml"
-MODES = ("estimate", "memory")
+MODES = ("estimate", "simulate", "memory")
 
 
 def _published(case: Mapping[str, Any], name: str) -> tuple[float, str]:
@@ -118,6 +123,8 @@ def case_rows(entry: Mapping[str, Any], folder: Path, shared: SharedData) -> lis
         return trtllm_budget_rows(published, scenario, input_tokens=int(work.get("input_tokens", 1024)),
                                   output_tokens=int(work.get("output_tokens", 2048)), tier=tier)
     s = load_scenario(scenario)
+    if entry["mode"] == "simulate":
+        return _simulate_rows(entry, s, published, kind, tier)
     est = estimate(s.cluster, s.model, s.deployment, input_tokens=int(work["input_tokens"]),
                    output_tokens=int(work["output_tokens"]), batch=work.get("batch"))
     rows = []
@@ -127,6 +134,48 @@ def case_rows(entry: Mapping[str, Any], folder: Path, shared: SharedData) -> lis
         rows.append(ValidationRow(kind=kind, case=cid, label=f"{m['ours']} vs {m['published']}", unit=unit,
                                   measured=value, predicted=_ours(est, m["ours"]) / scale, tier=tier,
                                   note=str(m.get("note", ""))))
+    return rows
+
+
+def served_metrics(requests: Mapping[str, Any], *, window_s: float) -> dict[str, float]:
+    """Means and p99 of TTFT and TPOT (vLLM's definitions, README) over finished requests, and
+    output tokens per second over the arrival window."""
+    done = requests["status"] == 0
+    arrival = requests["arrival_s"][done].astype(float)
+    first = requests["first_token_s"][done].astype(float)
+    finish = requests["finish_s"][done].astype(float)
+    gen = requests["generated_tokens"][done].astype(float)
+    ttft = first - arrival
+    multi = gen > 1
+    tpot = (finish[multi] - first[multi]) / (gen[multi] - 1.0)
+    return {"ttft_mean_s": float(np.mean(ttft)), "ttft_p99_s": float(np.percentile(ttft, 99)),
+            "tpot_mean_s": float(np.mean(tpot)), "tpot_p99_s": float(np.percentile(tpot, 99)),
+            "output_tokens_per_s": float(gen.sum() / window_s), "finished": float(done.sum())}
+
+
+def _simulate_rows(entry: Mapping[str, Any], s: Any, published: Mapping[str, Any], kind: str,
+                   tier: int) -> list[ValidationRow]:
+    """Poisson arrivals at ``rate_per_s`` for ``duration_s`` with lognormal lengths (``sigma`` 0:
+    fixed), replayed by the serving simulator with a fixed seed."""
+    w = entry["workload"]
+    lengths = LognormalLengths(input_median=float(w["input_tokens"]), input_sigma=float(w.get("input_sigma", 0.0)),
+                               output_median=float(w["output_tokens"]),
+                               output_sigma=float(w.get("output_sigma", 0.0)))
+    duration = float(w["duration_s"])
+    seed = int(w.get("seed", 0))
+    reqs = generate_requests(PoissonArrivals(rate_per_s=float(w["rate_per_s"])), lengths, seed=seed,
+                             duration_s=duration)
+    result = simulate(s, reqs, seed=seed, imbalance_sampler_factory=imbalance_sampler_factory(s))
+    got = served_metrics(result.requests, window_s=duration)
+    rows = []
+    for m in entry.get("metrics") or ():
+        value, unit = _published(published, m["published"])
+        if m["ours"] not in got:
+            raise SpecError(f"unknown simulation metric {m['ours']!r}", path="metrics.ours",
+                            expected=", ".join(got), found=m["ours"])
+        rows.append(ValidationRow(kind=kind, case=str(entry["id"]), label=f"{m['ours']} vs {m['published']}",
+                                  unit=unit, measured=value, predicted=got[m["ours"]] / float(m.get("scale", 1.0)),
+                                  tier=tier, note=str(m.get("note", ""))))
     return rows
 
 
