@@ -46,6 +46,7 @@ from hwsim.spec.hardware import Device
 from hwsim.validate.power import (  # the activity model lives in the package (hwsim validate)
     ASSUMPTIONS,
     MAX_PROMPT_TOKENS,
+    PROMPT_TOKENS,
     DecodePoint,
     cap_ratio_points,
     h100_points,
@@ -204,6 +205,8 @@ def check_catalog(fit: Fit) -> list[str]:
             want = float(text.split()[0])
             if got[key] is None or abs(got[key] - want) > 0.5:
                 problems.append(f"{name}.power.{key}: catalog {got[key]}, fit {text}")
+    if fit.input_tokens != PROMPT_TOKENS:
+        problems.append(f"hwsim.validate.power.PROMPT_TOKENS {PROMPT_TOKENS:g} vs fit {fit.input_tokens:g}")
     if abs(power.CAP_EXPONENT - fit.alpha) > 0.005:
         problems.append(f"hwsim.perf.power.CAP_EXPONENT {power.CAP_EXPONENT} vs fit {fit.alpha}")
     if abs(power.MEMORY_DYNAMIC_FRACTION_OF_TDP - round(fit.k_m / 700.0, 2)) > 0.005:

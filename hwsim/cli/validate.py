@@ -36,6 +36,9 @@ def validate(cases_file: str | None, kinds: str | None, shared_dir: str | None, 
         raise SpecError("--write-docs and --check cover every kind", path="--kind",
                         expected="no --kind with --write-docs/--check", found=kinds)
     v = run_validation(kinds=kinds, shared_dir=shared_dir, index=cases_file)
+    if v.index is None:
+        click.echo("note: no runnable index (validation/cases.yaml) found: memory and end-to-end rows "
+                   "need CASES.yaml", err=True)
     click.echo(report.text_table(v.rows), nl=False)
     text = report.markdown(v.rows, intro=INTRO, notes=NOTES, footer=footer(v))
     if out_dir is not None:
