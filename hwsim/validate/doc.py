@@ -41,9 +41,11 @@ NOTES = {
     "memory": "Footprint module (`hwsim/perf/memory.py`) on the scenario "
               "`validation/scenarios/trtllm-dsr1-b200-memory-budget.yaml`; the published numbers are "
               "round figures ('about').",
-    "end-to-end": "Closed-form steady state (`hwsim estimate`) on the scenario of each case; nothing "
-                  "is fitted to these rows. Rows beyond 20% are known gaps, listed below with what the "
-                  "model lacks.",
+    "end-to-end": "Closed-form steady state (`hwsim estimate`, mode estimate) or the serving "
+                  "simulator on a seeded Poisson trace (mode simulate) on the scenario of each case; "
+                  "nothing is fitted to these rows. Rows beyond 20% are known gaps, explained per case "
+                  "below.",
+    "offload": "Offload cases listed with what hwsim needs to express them.",
 }
 
 
