@@ -131,7 +131,8 @@ def case_rows(entry: Mapping[str, Any], folder: Path, shared: SharedData) -> lis
     for m in entry.get("metrics") or ():
         value, unit = _published(published, m["published"])
         scale = float(m.get("scale", 1.0))
-        rows.append(ValidationRow(kind=kind, case=cid, label=f"{m['ours']} vs {m['published']}", unit=unit,
+        ours = m["ours"] if scale == 1.0 or scale < 0.01 else f"{m['ours']} x {1.0 / scale:g}"
+        rows.append(ValidationRow(kind=kind, case=cid, label=f"{ours} vs {m['published']}", unit=unit,
                                   measured=value, predicted=_ours(est, m["ours"]) / scale, tier=tier,
                                   note=str(m.get("note", ""))))
     return rows
