@@ -38,6 +38,7 @@ def skewed_loads(seed: int = 0) -> np.ndarray:
 
 def run(name: str, loads: np.ndarray, ranks: int, redundant: int) -> None:
     from hwsim.solvers.placement import device_loads, plan_placement
+
     from hwsim.workload.placement import eplb
 
     t0 = time.perf_counter()
