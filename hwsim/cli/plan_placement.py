@@ -17,6 +17,7 @@ import json
 import math
 import os
 import shlex
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,18 @@ if TYPE_CHECKING:
 STRATEGIES = ("contiguous", "round-robin", "eplb")
 
 
+def _verify_options(what: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--verify TRACE``, ``--max-requests``, ``--seed``: the simulation check of a plan."""
+    def wrap(f: Callable[..., Any]) -> Callable[..., Any]:
+        f = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                         help="Seed of --verify.")(f)
+        f = click.option("--max-requests", type=click.IntRange(min=1), default=None,
+                         help="Requests simulated by --verify.")(f)
+        return click.option("--verify", "verify_trace", type=click.Path(dir_okay=False, exists=True),
+                            default=None, help=what)(f)
+    return wrap
+
+
 @plan.command("placement")
 @click.argument("cluster_file", metavar="CLUSTER.yaml", type=click.Path(dir_okay=False, exists=True))
 @click.option("--routing", "routing_file", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -48,10 +61,7 @@ STRATEGIES = ("contiguous", "round-robin", "eplb")
               help="auto: heuristic with a proven bound, the MILP where the gap is above --gap; milp: every layer.")
 @click.option("--batch", "batch_seqs", type=click.IntRange(min=1), default=None,
               help="Decode sequences of the reference step for the predicted MoE time  [default: max_seqs]")
-@click.option("--verify", "verify_trace", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Simulate this request trace with the cluster's placement and with the plan.")
-@click.option("--max-requests", type=click.IntRange(min=1), default=None, help="Requests simulated by --verify.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --verify.")
+@_verify_options("Simulate this request trace with the cluster's placement and with the plan.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="plan-placement",
               show_default=True, help="Folder for placement.yaml, plan.patch.yaml, plan.json, comparison.csv.")
 @solver_options
@@ -219,10 +229,7 @@ def _verify(cluster_file: str, patch: Path, trace: str, catalog_dirs: tuple[str,
 @click.option("--pool", "pool_name", default=None, help="The pool to plan for (default: the first).")
 @click.option("--dram", "dram_bytes", type=QuantityParam(Dim.BYTES), default=None,
               help="Host DRAM for experts per device  [default: the node's DRAM over its devices]")
-@click.option("--verify", "verify_trace", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Simulate this request trace with the plan (static tiers) and with an LRU expert cache.")
-@click.option("--max-requests", type=click.IntRange(min=1), default=None, help="Requests simulated by --verify.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed of --verify.")
+@_verify_options("Simulate this request trace with the plan (static tiers) and with an LRU expert cache.")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default="plan-tiering",
               show_default=True, help="Folder for plan.json, plan.patch.yaml and lru.patch.yaml.")
 @solver_options
