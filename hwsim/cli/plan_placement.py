@@ -128,7 +128,8 @@ def placement(cluster_file: str, routing_file: str | None, redundant: int | None
     verified = None
     if verify_trace is not None:
         inputs[verify_trace] = file_sha256(verify_trace)
-        verified = _verify(cluster_file, out / "plan.patch.yaml", verify_trace, catalog_dirs, seed, max_requests)
+        verified = _verify(cluster_file, (("cluster", ()), ("plan", (str(out / "plan.patch.yaml"),))),
+                           verify_trace, catalog_dirs, seed, max_requests)
     doc: dict[str, Any] = {"kind": "placement-plan", "hwsim_version": __version__, "source": source,
                            "inputs": inputs, "pool": pool.name, "method": method, "solver": solver,
                            "plan": result.as_dict(), "wall_s": result.wall_s,
@@ -195,9 +196,11 @@ def _moe_step(sc: Scenario, pool: Pool, redundant: int, batch_seqs: int | None) 
     return moe_time
 
 
-def _verify(cluster_file: str, patch: Path, trace: str, catalog_dirs: tuple[str, ...], seed: int,
-            max_requests: int | None) -> dict[str, dict[str, float]]:
-    """Simulate the trace with the cluster's placement and with the plan's patch."""
+def _verify(cluster_file: str, variants: tuple[tuple[str, tuple[str, ...]], ...], trace: str,
+            catalog_dirs: tuple[str, ...], seed: int, max_requests: int | None) -> dict[str, dict[str, Any]]:
+    """Simulate the trace once per ``(name, patch files)`` variant of the cluster file; per
+    variant: output tokens/s, TPOT p50/p90, finished requests and, with an expert cache, the
+    hit rate."""
     from hwsim import __version__
     from hwsim.io.scenario import load_scenario
     from hwsim.report.summary import summarize
@@ -207,7 +210,7 @@ def _verify(cluster_file: str, patch: Path, trace: str, catalog_dirs: tuple[str,
 
     requests = list(import_requests(trace, detect_format(trace)))
     out = {}
-    for name, patches in (("cluster", ()), ("plan", (str(patch),))):
+    for name, patches in variants:
         sc = load_scenario(cluster_file, catalog_dirs, patches)
         result = simulate(sc, requests, seed=seed, max_requests=max_requests,
                           imbalance_sampler_factory=imbalance_sampler_factory(sc))
@@ -215,6 +218,8 @@ def _verify(cluster_file: str, patch: Path, trace: str, catalog_dirs: tuple[str,
         out[name] = {"output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
                      "tpot_p50_s": s["latency"]["tpot_s"]["p50"], "tpot_p90_s": s["latency"]["tpot_s"]["p90"],
                      "finished": s["requests"].get("finished")}
+        if "offload" in s:
+            out[name]["hit_rate"] = s["offload"].get("hit_rate")
     return out
 
 
@@ -305,7 +310,9 @@ def tiering(cluster_file: str, routing_file: str | None, pool_name: str | None, 
     verified = None
     if verify_trace is not None:
         inputs[verify_trace] = file_sha256(verify_trace)
-        verified = _verify_tiers(cluster_file, out, verify_trace, catalog_dirs, seed, max_requests)
+        verified = _verify(cluster_file, (("lru", (str(out / "lru.patch.yaml"),)),
+                                          ("plan", (str(out / "plan.patch.yaml"),))),
+                           verify_trace, catalog_dirs, seed, max_requests)
     doc = {"kind": "tiering-plan", "hwsim_version": __version__, "source": source, "inputs": inputs,
            "pool": pool.name, "expert_bytes": size, "device_experts": int(freq.size), "plan": result.as_dict(),
            "simulated_backing": backing, "simulated_fetch_s_per_token": expected_fetch_s(freq, lru_like,
@@ -324,25 +331,3 @@ def tiering(cluster_file: str, routing_file: str | None, pool_name: str | None, 
         click.echo(verification_text(verified))
     click.echo(f"wrote {out}/plan.json, plan.patch.yaml, lru.patch.yaml")
 
-
-def _verify_tiers(cluster_file: str, out: Path, trace: str, catalog_dirs: tuple[str, ...], seed: int,
-                  max_requests: int | None) -> dict[str, dict[str, Any]]:
-    """Simulate the trace with the plan's static tiers and with LRU on the same tiers."""
-    from hwsim import __version__
-    from hwsim.io.scenario import load_scenario
-    from hwsim.report.summary import summarize
-    from hwsim.sim.routing import imbalance_sampler_factory
-    from hwsim.sim.run import simulate
-    from hwsim.workload.importers import detect_format, import_requests
-
-    requests = list(import_requests(trace, detect_format(trace)))
-    res = {}
-    for name, patch in (("lru", out / "lru.patch.yaml"), ("plan", out / "plan.patch.yaml")):
-        sc = load_scenario(cluster_file, catalog_dirs, [str(patch)])
-        result = simulate(sc, requests, seed=seed, max_requests=max_requests,
-                          imbalance_sampler_factory=imbalance_sampler_factory(sc))
-        s = summarize(result, version=__version__)
-        res[name] = {"output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
-                     "tpot_p50_s": s["latency"]["tpot_s"]["p50"], "tpot_p90_s": s["latency"]["tpot_s"]["p90"],
-                     "hit_rate": s.get("offload", {}).get("hit_rate")}
-    return res
