@@ -22,7 +22,7 @@ ALLOWED: dict[str, set[str]] = {
     "sim": BASE | {"spec", "perf", "workload", "sim"},
     "solvers": BASE | {"spec", "perf", "workload", "solvers"},
     "sweep": BASE | {"spec", "io", "perf", "workload", "sim", "solvers", "sweep"},
-    "report": BASE | {"spec", "workload", "perf", "sim", "solvers", "report"},
+    "report": BASE | {"spec", "workload", "perf", "sim", "solvers", "validate", "report"},
     "validate": BASE | {"spec", "io", "perf", "workload", "sim", "solvers", "validate"},
     "cli": BASE | {"spec", "io", "perf", "workload", "sim", "solvers", "sweep", "report", "validate", "cli"},
 }

@@ -1,56 +1,21 @@
 """The validation table (markdown, and the text printed by ``hwsim validate``) and the parity plot.
 
-Rows are duck-typed (``hwsim.validate.ValidationRow``: kind, case, label, unit, measured,
-predicted, error, counted, tier, note, missing), so this module does not depend on the
-validation package. ``error = predicted / measured - 1``.
+Rows are :class:`hwsim.validate.rows.ValidationRow` (a result type, grouped and summarised with
+that module's :func:`by_kind` and :func:`median_abs_error`). ``error = predicted / measured - 1``.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from hwsim.validate.rows import KINDS, ValidationRow, by_kind, median_abs_error
 from hwsim.workload.files import atomic_text_writer
-
-
-class Row(Protocol):
-    kind: str
-    case: str
-    label: str
-    unit: str
-    measured: float
-    predicted: float | None
-    tier: int
-    modelled: bool
-    note: str
-    missing: str
-
-    @property
-    def error(self) -> float | None: ...
-
-    @property
-    def counted(self) -> bool: ...
-
 
 KIND_TITLES = {"operator": "Operators", "communication": "Communication", "end-to-end": "End to end",
                "offload": "Offload", "power": "Power", "memory": "Memory"}
-
-
-def _groups(rows: Sequence[Row]) -> dict[str, list[Row]]:
-    out: dict[str, list[Row]] = {}
-    for kind in KIND_TITLES:
-        sel = [r for r in rows if r.kind == kind]
-        if sel:
-            out[kind] = sel
-    return out
-
-
-def _median(rows: Sequence[Row]) -> tuple[float | None, int]:
-    errs = [abs(r.error) for r in rows if r.counted and r.error is not None]
-    return (statistics.median(errs) if errs else None), len(errs)
 
 
 def _num(x: float | None) -> str:
@@ -59,18 +24,18 @@ def _num(x: float | None) -> str:
     return f"{x:.4g}"
 
 
-def _err(r: Row) -> str:
+def _err(r: ValidationRow) -> str:
     e = r.error
     return "-" if e is None else f"{e * 100:+.1f}%"
 
 
-def summary_lines(rows: Sequence[Row]) -> list[str]:
+def summary_lines(rows: Sequence[ValidationRow]) -> list[str]:
     """Median |error| per kind (counted rows), plus tier-1 medians and the worst tier-1 row."""
     lines = []
-    for kind, sel in _groups(rows).items():
-        med, n = _median(sel)
+    for kind, sel in by_kind(rows).items():
+        med, n = median_abs_error(sel)
         t1 = [r for r in sel if r.tier == 1]
-        med1, n1 = _median(t1)
+        med1, n1 = median_abs_error(t1)
         missing = sum(1 for r in sel if r.predicted is None)
         text = f"{kind}: median |error| {_pct(med)} over {n} rows"
         if n1:
@@ -86,11 +51,11 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{x * 100:.1f}%"
 
 
-def text_table(rows: Sequence[Row]) -> str:
+def text_table(rows: Sequence[ValidationRow]) -> str:
     """Plain text, grouped by kind: case, row, predicted, measured, signed error."""
     out = []
-    for kind, sel in _groups(rows).items():
-        med, n = _median(sel)
+    for kind, sel in by_kind(rows).items():
+        med, n = median_abs_error(sel)
         out.append(f"== {kind} ({len(sel)} rows, median |error| {_pct(med)} over {n} counted)")
         cw = min(40, max(len(r.case) for r in sel))
         lw = min(56, max(len(r.label) for r in sel))
@@ -104,7 +69,7 @@ def text_table(rows: Sequence[Row]) -> str:
     return "\n".join(out) + "\n"
 
 
-def markdown(rows: Sequence[Row], *, intro: str = "", notes: Mapping[str, str] | None = None,
+def markdown(rows: Sequence[ValidationRow], *, intro: str = "", notes: Mapping[str, str] | None = None,
              footer: str = "") -> str:
     """The validation document: summary table, then one table per kind, then ``footer``."""
     lines = ["# Validation against published measurements", ""]
@@ -112,15 +77,15 @@ def markdown(rows: Sequence[Row], *, intro: str = "", notes: Mapping[str, str] |
         lines += [intro.rstrip(), ""]
     lines += ["## Summary", "", "| kind | rows | counted | median \\|error\\| | tier-1 counted | tier-1 median "
               "| tier-1 worst | not expressible |", "|---|---|---|---|---|---|---|---|"]
-    for kind, sel in _groups(rows).items():
-        med, n = _median(sel)
+    for kind, sel in by_kind(rows).items():
+        med, n = median_abs_error(sel)
         t1 = [r for r in sel if r.tier == 1]
-        med1, n1 = _median(t1)
+        med1, n1 = median_abs_error(t1)
         worst = max((abs(r.error) for r in t1 if r.counted and r.error is not None), default=None)
         missing = sum(1 for r in sel if r.predicted is None)
         lines.append(f"| {kind} | {len(sel)} | {n} | {_pct(med)} | {n1} | {_pct(med1)} | {_pct(worst)} | {missing} |")
     lines.append("")
-    for kind, sel in _groups(rows).items():
+    for kind, sel in by_kind(rows).items():
         lines += [f"## {KIND_TITLES[kind]}", ""]
         if notes and kind in notes:
             lines += [notes[kind].rstrip(), ""]
@@ -143,7 +108,7 @@ def write_markdown(text: str, path: str | Path) -> Path:
     return Path(path)
 
 
-def plot_parity(rows: Sequence[Row], path: str | Path) -> Path | None:
+def plot_parity(rows: Sequence[ValidationRow], path: str | Path) -> Path | None:
     """Predicted vs measured on log-log axes (each point in its row's own unit), one marker per
     kind, with the y = x line and +-20% bands. None when no row has a positive prediction."""
     pts = [(r.kind, r.measured, r.predicted) for r in rows
@@ -162,7 +127,7 @@ def plot_parity(rows: Sequence[Row], path: str | Path) -> Path | None:
     ax.plot(xs, [x / 1.2 for x in xs], color="gray", lw=0.8, ls="--")
     markers: dict[str, Any] = {"operator": "o", "communication": "s", "end-to-end": "*", "offload": "^",
                                "power": "D", "memory": "v"}
-    for kind in KIND_TITLES:
+    for kind in KINDS:
         sel = [(m, p) for k, m, p in pts if k == kind]
         if sel:
             ax.scatter([m for m, _ in sel], [p for _, p in sel], s=22, marker=markers[kind], label=kind, alpha=0.8)
@@ -180,7 +145,7 @@ def plot_parity(rows: Sequence[Row], path: str | Path) -> Path | None:
 
 
 
-def write_csv(rows: Sequence[Row], path: str | Path) -> Path:
+def write_csv(rows: Sequence[ValidationRow], path: str | Path) -> Path:
     """One line per row: kind, case, tier, row, unit, measured, predicted, error, counted, note."""
     import csv
 
