@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
@@ -31,12 +30,12 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from hwsim.errors import SpecError
+from hwsim.workload.files import atomic_path
 
 __all__ = ["Layout", "ResultStore", "FORMATS", "WALL_COLUMN", "atomic_write"]
 
 FORMATS = ("parquet", "csv")
 WALL_COLUMN = "wall_s"
-FILE_MODE = 0o644
 METADATA_KEY = b"hwsim.sweep"
 
 
@@ -97,21 +96,10 @@ def _as_text(value: Any) -> str | None:
 
 def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> Path:
     """Run ``write(file)`` on a temporary file next to ``path``, sync it, then move it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException as err:
-        with suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(err, OSError):
-            raise SpecError(f"cannot write the file: {err.strerror or err}", file=str(path)) from None
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     return path
 
 
