@@ -160,6 +160,7 @@ def _expected_loads(sc: Scenario, routing_file: str | None) -> tuple[list[int], 
 
 def _routing_model(sc: Scenario, routing_file: str | None) -> Any:
     """The deployment's routing model, a routing model file's, or a routing trace's (``model: trace``)."""
+    from hwsim.cli.experts_routing import parse_routing
     from hwsim.spec.deployment import RoutingRef
     from hwsim.workload.routing import make_routing
 
@@ -169,7 +170,7 @@ def _routing_model(sc: Scenario, routing_file: str | None) -> Any:
     if routing_file is not None:
         path = ""
         if Path(routing_file).suffix.lower() in (".yaml", ".yml", ".json"):
-            ref = _routing_ref(routing_file)
+            ref = parse_routing(routing_file)
         else:
             ref = RoutingRef(model="trace", params={"file": str(Path(routing_file).resolve())})
     try:
@@ -178,19 +179,6 @@ def _routing_model(sc: Scenario, routing_file: str | None) -> Any:
         if routing_file is None:
             raise
         raise err.with_context(file=routing_file) from None
-
-
-def _routing_ref(path: str) -> Any:
-    from hwsim.io.source import read_document
-    from hwsim.spec.deployment import RoutingRef
-
-    doc = read_document(path)
-    data = doc.data
-    if not isinstance(data, dict) or not isinstance(data.get("model"), str):
-        raise SpecError("expected a routing model mapping", file=path, path="model",
-                        expected="e.g. {model: zipf, skew: 1.2}", found=data)
-    params = {k: v for k, v in data.items() if k != "model"}
-    return RoutingRef(model=data["model"], params=params)
 
 
 def _place(sc: Scenario, pool: Pool, strategy: str, layers: list[int], loads: np.ndarray,
