@@ -51,7 +51,7 @@ from hwsim.solvers.common import SolveReport, solve
 
 from hwsim.errors import HwsimError, InfeasibleError, SpecError
 from hwsim.perf.collectives import Collectives
-from hwsim.perf.estimate import _pool_estimate
+from hwsim.perf.estimate import pool_estimate
 from hwsim.spec.cluster import Cluster
 from hwsim.spec.deployment import Deployment, Dtypes, Parallelism, Pool, SchedulerLimits
 from hwsim.spec.model import Model
@@ -357,7 +357,7 @@ def enumerate_candidates(cluster: Cluster, model: Model, deployment: Deployment,
                             dep = replace(deployment, dtypes=dtypes,
                                           pools=(replace(pool, role="unified", name="main"),))
                             try:
-                                est = _pool_estimate(cluster, model, dep, pool, inp, out, None, coll)
+                                est = pool_estimate(cluster, model, dep, pool, inp, out, None, coll)
                             except (HwsimError, ValueError):
                                 continue
                             key = (t.first_device, role, w, kv, par, est.batch, mbt)

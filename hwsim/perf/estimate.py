@@ -116,8 +116,11 @@ def _mixed_batch(pool: Pool, b: int, inp: int, out: int) -> Batch:
                  decode_kv_tokens=np.full(b, inp + out // 2, np.int64))
 
 
-def _pool_estimate(cluster: Cluster, model: Model, dep: Deployment, pool: Pool, inp: int, out: int,
-                   batch: int | None, coll: Collectives) -> PoolEstimate:
+def pool_estimate(cluster: Cluster, model: Model, dep: Deployment, pool: Pool, inp: int, out: int,
+                  batch: int | None, coll: Collectives) -> PoolEstimate:
+    """Steady state of one pool at ``inp`` / ``out`` tokens per request (``batch`` sequences per
+    replica, or the scheduler's cap limited by the KV cache), its collectives costed with
+    ``coll`` (share one across many pools: building it is the expensive part)."""
     step = StepCost(cluster, model, dep, pool, collectives=coll)
     fp = footprint(model, dep, pool, step.device)
     b, kv_limit = _batch_size(pool, fp, inp, out, batch)
@@ -158,7 +161,7 @@ def estimate(cluster: Cluster, model: Model, deployment: Deployment, *, input_to
     if input_tokens < 1 or output_tokens < 1:
         raise ValueError("input and output tokens must be >= 1")
     coll = Collectives(cluster)
-    pools = tuple(_pool_estimate(cluster, model, deployment, p, input_tokens, output_tokens, batch, coll)
+    pools = tuple(pool_estimate(cluster, model, deployment, p, input_tokens, output_tokens, batch, coll)
                   for p in deployment.pools)
     prices = [p.usd_per_s for p in pools]
     usd = None if any(x is None for x in prices) else float(sum(x for x in prices if x is not None))
