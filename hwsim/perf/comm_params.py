@@ -13,7 +13,9 @@ no field for lives here, as documented module-level defaults with their sources:
   (DeepEP), which are different software with different fixed costs;
 * the **NVLS bandwidth fraction**: NVLink SHARP (in-switch reduction) moves about
   ``nbytes`` per device each way instead of ring's ``2 (n-1)/n nbytes``, but reaches only a
-  fraction of the link rate.
+  fraction of the link rate;
+* the **SMs a communication kernel holds** while it runs (``COMM_SMS``), which the compute
+  overlapped beside it loses.
 
 The values are fitted by ``validation/calibrate_comm.py``; ``docs/calibration-comm.md``
 lists the fit, the rows it was fitted on and the error of every row.
@@ -51,6 +53,22 @@ _FITTED_MESSAGE_LATENCY_S = {"nvlink": 3.09e-06, "infiniband": 8.5e-06, "efa": 3
 _FITTED_LAUNCH_S = 4.96e-05
 _FITTED_EP_LAUNCH_S = 1.75e-05
 _FITTED_NVLS_FRACTION = 0.659
+
+
+COMM_SMS: Mapping[str, int] = MappingProxyType({"ep_normal": 20, "ep_low_latency": 0, "collective": 0})
+"""SMs each kind of communication kernel occupies while it runs (documented, not fitted).
+
+* ``ep_normal``: DeepEP's normal (high-throughput) dispatch/combine kernels run persistent
+  channels on ``Buffer.num_sms = 20`` SMs by default (DeepEP ``deep_ep/buffer.py``); the
+  DeepSeek-V3 technical report (section 3.2.2) likewise dedicates "20 of the 132 SMs" of an
+  H800 to communication.
+* ``ep_low_latency``: DeepEP's low-latency kernels post RDMA writes and return; with the
+  receive hook no SM is held while the data moves (DeepEP README, "hook-based
+  communication-computation overlapping ... without occupying any SM resource").
+* ``collective``: NCCL's SM use depends on its channel count (version, message size,
+  algorithm) and is not charged (an omission: overlapped all-reduces are rare in the
+  deployments hwsim models; tensor-parallel all-reduces run between dependent GEMMs).
+"""
 
 
 def message_latency_table(fitted: Mapping[str, float]) -> dict[str, float]:

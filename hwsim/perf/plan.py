@@ -21,6 +21,7 @@ import numpy as np
 from hwsim.perf import operators as ops
 from hwsim.perf import step_kernel as sk
 from hwsim.perf.collectives import Collectives
+from hwsim.perf.comm_params import COMM_SMS
 from hwsim.perf.types import CommCost
 from hwsim.spec.cluster import Cluster
 from hwsim.spec.deployment import Deployment, Pool
@@ -66,6 +67,7 @@ class Plan:
     args: np.ndarray = field(default_factory=lambda: np.zeros((0, sk.NUM_ARGS)))
     groups: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     comm: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    stage: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     mult: np.ndarray = field(default_factory=lambda: np.zeros(0))
     base_counts: np.ndarray = field(default_factory=lambda: np.zeros(len(GROUPS)))
     draft_per_token: float = 0.0
@@ -74,9 +76,10 @@ class Plan:
 
     @property
     def table(self) -> np.ndarray:
-        """Integer columns packed for the kernel: kind, source, group, communication, draft."""
+        """Integer columns packed for the kernel: kind, source, group, communication, draft,
+        stage (attention or FFN side of the layer)."""
         table: np.ndarray = np.ascontiguousarray(np.stack([self.kinds, self.sources, self.groups, self.comm,
-                                              self.draft_rows.astype(np.int64)], axis=1))
+                                              self.draft_rows.astype(np.int64), self.stage], axis=1))
         return table
 
     @property
@@ -125,14 +128,15 @@ class PlanBuilder:
         self.act = deployment.dtypes.activations
         self.act_b = bytes_per_elem(self.act)
         self.launch = ops.launch_overhead_s(self.dev, cuda_graph=deployment.cuda_graph)
-        self.rows: list[tuple[str, int, int, np.ndarray, int, bool, float]] = []
+        self.rows: list[tuple[str, int, int, np.ndarray, int, bool, int, float]] = []
+        self.stage = sk.ATTN_SIDE  # side of the layer the rows being added belong to
 
     # -- row helpers ------------------------------------------------------------------------
     def _add(self, group: str, name: str, kind: int, source: int, args: list[float], *,
              comm: bool = False, mult: float = 1.0) -> None:
         a = np.zeros(sk.NUM_ARGS)
         a[: len(args)] = args
-        self.rows.append((f"{group}.{name}", kind, source, a, GROUPS.index(group), comm, mult))
+        self.rows.append((f"{group}.{name}", kind, source, a, GROUPS.index(group), comm, self.stage, mult))
 
     def _gemm_dtypes(self, weight_dtype: str) -> tuple[str, float, float]:
         """(compute dtype, activation bytes, weight bytes) under the module's precision rule."""
@@ -160,17 +164,20 @@ class PlanBuilder:
                                                    sh.latency_s, 0.0])
 
     def comm(self, group: str, name: str, source: int, bytes_per_token: float,
-             cost_of_bytes: Callable[[float], float], mode: int = 0) -> None:
-        """A communication row: alpha-beta fitted on ``cost_of_bytes(nbytes) -> seconds``."""
+             cost_of_bytes: Callable[[float], float], mode: int = 0, kernel: str = "collective") -> None:
+        """A communication row: alpha-beta fitted on ``cost_of_bytes(nbytes) -> seconds``;
+        ``kernel`` names its kind in :data:`~hwsim.perf.comm_params.COMM_SMS` (the SMs it holds)."""
         x0, x1 = (t * bytes_per_token for t in _REF_TOKENS)
         t0, t1 = cost_of_bytes(x0), cost_of_bytes(x1)
         beta = max(0.0, (t1 - t0) / (x1 - x0))
         alpha = max(0.0, t0 - beta * x0)
-        self._add(group, name, sk.COMM, source, [alpha, beta, bytes_per_token, float(mode)], comm=True)
+        sm_share = min(1.0, COMM_SMS[kernel] / ops.num_sms(self.dev))
+        self._add(group, name, sk.COMM, source, [alpha, beta, bytes_per_token, float(mode), sm_share], comm=True)
 
     # -- the model ---------------------------------------------------------------------------
     def attention(self, group: str, query_tokens: int) -> None:
         m, par, att = self.model, self.par, self.model.attention
+        self.stage = sk.ATTN_SIDE
         h = m.hidden_size
         heads = max(1, att.num_heads // par.tp)
         kv_heads = max(1, att.num_kv_heads // par.tp)
@@ -178,7 +185,10 @@ class PlanBuilder:
         in_params = att.params(h) - o_params
         w = self.dep.dtypes.weights
         self.memory(group, "norm", sk.SRC_RANK_TOKENS, 2 * h * self.act_b, 4 * h)
-        self.gemm(group, "qkv_proj", sk.SRC_RANK_TOKENS, in_params / (h * par.tp), h, w)
+        if att.kind == "mla":
+            self._mla_projections(group, heads, w)
+        else:
+            self.gemm(group, "qkv_proj", sk.SRC_RANK_TOKENS, in_params / (h * par.tp), h, w)
         layers = range(m.num_layers)
         windowed = sum(1 for i in layers if att.windowed(i)) / m.num_layers
         kv_dtype = self.dep.dtypes.kv
@@ -193,6 +203,26 @@ class PlanBuilder:
             self.comm(group, "attn_allreduce", sk.SRC_RANK_TOKENS, h * self.act_b,
                       lambda b: self.coll.all_reduce(self.g.tp, b, detail=False).time_s)
         self.memory(group, "ffn_norm", sk.SRC_RANK_TOKENS, 2 * h * self.act_b, 4 * h)
+
+    def _mla_projections(self, group: str, heads: int, w: str) -> None:
+        """MLA's input projections as the GEMMs engines run (DeepSeek-V3 inference code,
+        SGLang, vLLM): the down-projections of query and latent KV fused into one GEMM over the
+        hidden state, replicated across tensor-parallel ranks; the per-head up-projections of
+        the query (from ``q_lora``) and of keys/values (``kv_b``, from ``kv_lora``) split by
+        heads. Their small inner dimensions (1536, 512 for DeepSeek-V3) run well below the
+        large-K GEMM rate, which one fused row over the hidden state would hide. Decode kernels
+        absorb ``kv_b`` into the query and output (same weights, same FLOPs)."""
+        att, h = self.model.attention, self.model.hidden_size
+        assert att.kv_lora_rank is not None and att.qk_rope_head_dim is not None
+        assert att.qk_nope_head_dim is not None and att.v_head_dim is not None
+        ql = att.q_lora_rank or 0
+        self.gemm(group, "qkv_a_proj", sk.SRC_RANK_TOKENS, ql + att.kv_lora_rank + att.qk_rope_head_dim, h, w)
+        if ql:
+            self.gemm(group, "q_b_proj", sk.SRC_RANK_TOKENS, heads * att.qk_head_dim, ql, w)
+        else:
+            self.gemm(group, "q_proj", sk.SRC_RANK_TOKENS, heads * att.qk_head_dim, h, w)
+        self.gemm(group, "kv_b_proj", sk.SRC_RANK_TOKENS, heads * (att.qk_nope_head_dim + att.v_head_dim),
+                  att.kv_lora_rank, w)
 
     def _first_windowed(self) -> int | None:
         att = self.model.attention
@@ -213,6 +243,7 @@ class PlanBuilder:
 
     def dense_ffn(self, group: str) -> None:
         m, par, h = self.model, self.par, self.model.hidden_size
+        self.stage = sk.FFN_SIDE
         f = m.ffn_dim or 0
         w = self.dep.dtypes.weights
         self.gemm(group, "ffn_up", sk.SRC_RANK_TOKENS, (2 if m.gated_ffn else 1) * f / par.tp, h, w)
@@ -234,6 +265,7 @@ class PlanBuilder:
         self.gemm(group, "router", sk.SRC_RANK_TOKENS, moe.num_experts + moe.num_zero_experts, h, moe.router_dtype)
         if par.ep > 1:
             self._dispatch_rows(group, combine=False)
+        self.stage = sk.FFN_SIDE
         self._add(group, "experts_up", sk.GROUPED, sk.SRC_EXPERT_TOKENS, self._matmul_args(gate * f, h, ew, local))
         self.memory(group, "experts_act", sk.SRC_EXPERT_ROWS, 3 * f * self.act_b, 4 * f)
         self._add(group, "experts_down", sk.GROUPED, sk.SRC_EXPERT_TOKENS, self._matmul_args(h, f, ew, local))
@@ -264,10 +296,12 @@ class PlanBuilder:
                 return uniform_dispatch(self.coll, ranks, nbytes / token_b, k, mode, token_b,
                                         combine=combine).time_s
 
-            self.comm(group, f"{name}_{mode.replace('-', '_')}", sk.SRC_DISPATCH_TOKENS, token_b, cost, mode=code)
+            tag = mode.replace("-", "_")
+            self.comm(group, f"{name}_{tag}", sk.SRC_DISPATCH_TOKENS, token_b, cost, mode=code, kernel=f"ep_{tag}")
 
     def head(self) -> None:
         m, par, h = self.model, self.par, self.model.hidden_size
+        self.stage = sk.ATTN_SIDE
         self.memory("head", "embedding", sk.SRC_RANK_TOKENS, 2 * h * self.act_b)
         self.memory("head", "final_norm", sk.SRC_RANK_LOGITS, 2 * h * self.act_b, 4 * h)
         self.gemm("head", "lm_head", sk.SRC_RANK_LOGITS, m.vocab_size / par.tp, h, m.dtypes.embedding)
@@ -287,6 +321,7 @@ class PlanBuilder:
             self.attention("draft", 1)
             self.moe_ffn("draft") if m.moe is not None else self.dense_ffn("draft")
         if par.pp > 1 and self.g.stage_pair is not None:
+            self.stage = sk.FFN_SIDE
             a, b = self.g.stage_pair
             self.comm("pipeline", "stage_send", sk.SRC_STAGE_TOKENS, m.hidden_size * self.act_b,
                       lambda nb: self.coll.p2p(a, b, nb, detail=False).time_s)
@@ -295,10 +330,10 @@ class PlanBuilder:
         counts[GROUPS.index("dense")] = m.num_dense_layers
         counts[GROUPS.index("moe")] = m.num_moe_layers
         counts[GROUPS.index("pipeline")] = par.pp - 1
-        names, kinds, sources, args, groups, comm, mult = zip(*self.rows, strict=True)
+        names, kinds, sources, args, groups, comm, stage, mult = zip(*self.rows, strict=True)
         table = np.vstack(args)
         table[:, sk.NUM_ARGS - 1] = mult
         return Plan(names=list(names), kinds=np.array(kinds, np.int64), sources=np.array(sources, np.int64),
                     args=table, groups=np.array(groups, np.int64), comm=np.array(comm, np.int64),
-                    mult=np.array(mult, float), base_counts=counts,
+                    stage=np.array(stage, np.int64), mult=np.array(mult, float), base_counts=counts,
                     draft_per_token=float(max(1, m.mtp_layers)), ep=par.ep)

@@ -26,8 +26,10 @@ fitted on :class:`~hwsim.perf.collectives.Collectives` for this pool's groups an
 pattern (two evaluations: exact for an alpha-beta model with a fixed pattern).
 
 Overlap: ``none`` adds compute and communication; ``two-microbatch`` costs every row on half
-the batch and takes ``2 max(compute, communication)`` per layer (DeepSeek's dual micro-batch
-overlap: the smaller GEMMs' efficiency loss is paid); ``fine-grained`` hides communication
+the batch (the smaller GEMMs' efficiency loss is paid) and runs each layer as DeepSeek's dual
+micro-batch schedule, four stages of one micro-batch's compute beside the other's dispatch or
+combine, with the SMs that DeepEP's normal-mode kernels hold taken from the compute beside
+them (:func:`~hwsim.perf.step_kernel.layer_times`); ``fine-grained`` hides communication
 behind compute up to ``FINE_GRAINED_OVERLAP`` (an assumption in the range Comet/FlashMoE
 report, not yet calibrated).
 """

@@ -40,8 +40,15 @@ GEMM / GROUPED: n, k, a_bytes, b_bytes, c_bytes, peak, bw, eff_compute, eff_memo
 ATTN_*: heads, d_qk, d_v, kv_bytes_per_token, qo_bytes_per_token, window, chunked, peak, bw,
     eff_compute, eff_memory, launch_s, latency_s, sharpness, query_tokens (decode), -, -, -
 MEMORY: bytes_per_token, flop_per_token, bw, eff_memory, peak, launch_s, latency_s, fixed_bytes, ...
-COMM: alpha_s, beta_s_per_byte, bytes_per_token, mode (0 always, 1 prefill steps, 2 decode-only)
+COMM: alpha_s, beta_s_per_byte, bytes_per_token, mode (0 always, 1 prefill steps, 2 decode-only),
+    sm_share (the fraction of the device's SMs the communication kernel occupies while it runs)
 """
+
+ATTN_SIDE, FFN_SIDE = 0, 1
+"""Stage of a row within its layer (column ``stage`` of a plan's table): compute before the
+FFN's first communication (norms, attention, router) and the communication that ends it
+(EP dispatch, the attention all-reduce) are on the attention side; the FFN (experts, shared
+experts) and the communication after it (EP combine, FFN all-reduces) on the FFN side."""
 
 
 @njit(cache=True)
@@ -111,25 +118,56 @@ def fill_plan(out: np.ndarray, kinds: np.ndarray, sources: np.ndarray, args: np.
 
 
 @njit(cache=True)
-def layer_times(out: np.ndarray, groups: np.ndarray, comm: np.ndarray, mult: np.ndarray, counts: np.ndarray,
-                num_groups: int, overlap: int, overlap_efficiency: float) -> tuple[np.ndarray, float]:
+def overlapped_stage(compute: float, comm: float, sm_share: float) -> float:
+    """Time of ``compute`` seconds of work run beside ``comm`` seconds of communication whose
+    kernels hold ``sm_share`` of the SMs: while the communication runs the compute proceeds at
+    ``1 - sm_share`` of its rate, then at full rate (``max(comm, compute + sm_share comm)``)."""
+    if comm <= 0.0:
+        return compute
+    return max(comm, compute + sm_share * comm)
+
+
+@njit(cache=True)
+def layer_times(out: np.ndarray, groups: np.ndarray, comm: np.ndarray, stage: np.ndarray, args: np.ndarray,
+                mult: np.ndarray, counts: np.ndarray, num_groups: int, overlap: int,
+                overlap_efficiency: float) -> tuple[np.ndarray, float]:
     """Time of each group of rows (head, dense layers, MoE layers, draft) after overlap.
 
-    ``overlap``: 0 none (compute + communication), 1 two-micro-batch (the rows were costed on
-    one of two equal micro-batches: ``2 max(C, M)``), 2 fine-grained (``max + (1 - eff) min``).
+    ``overlap``: 0 none (compute + communication); 1 two micro-batches (the rows were costed on
+    one of two equal micro-batches); 2 fine-grained (``max + (1 - eff) min``).
+
+    Two micro-batches X and Y alternate through a layer in four stages, each one micro-batch's
+    compute beside the other's communication (DeepSeek's prefill schedule)::
+
+        attention(Y) | dispatch(X);  ffn(X) | dispatch(Y);  ffn(Y) | combine(X);  attention(X') | combine(Y)
+
+    so a layer takes ``s(A, D) + s(F, D) + s(F, C) + s(A, C)`` with ``A``/``F`` the attention-
+    and FFN-side compute, ``D``/``C`` the communication after each, and ``s`` the
+    :func:`overlapped_stage` time (communication kernels that hold SMs slow the compute beside
+    them). Without communication that is ``2 (A + F)``.
     Returns per-group ``(time per occurrence, compute sum, comm sum)``.
     """
     res = np.zeros((num_groups, 3))
+    side = np.zeros((num_groups, 4))   # attention compute, FFN compute, comm after each
+    share = np.zeros((num_groups, 2))  # largest SM share of the communication after each side
     for i in range(out.shape[0]):
         g = groups[i]
+        t = out[i, 0] * mult[i]
+        st = 1 if stage[i] == FFN_SIDE else 0
         if comm[i]:
-            res[g, 2] += out[i, 0] * mult[i]
+            res[g, 2] += t
+            side[g, 2 + st] += t
+            if t > 0.0 and args[i, 4] > share[g, st]:
+                share[g, st] = args[i, 4]
         else:
-            res[g, 1] += out[i, 0] * mult[i]
+            res[g, 1] += t
+            side[g, st] += t
     for g in range(num_groups):
         c, m = res[g, 1], res[g, 2]
         if overlap == 1:
-            res[g, 0] = 2.0 * max(c, m)
+            a, f, d, cb = side[g, 0], side[g, 1], side[g, 2], side[g, 3]
+            res[g, 0] = (overlapped_stage(a, d, share[g, 0]) + overlapped_stage(f, d, share[g, 0])
+                         + overlapped_stage(f, cb, share[g, 1]) + overlapped_stage(a, cb, share[g, 1]))
         elif overlap == 2:
             res[g, 0] = max(c, m) + (1.0 - overlap_efficiency) * min(c, m)
         else:
@@ -180,14 +218,19 @@ def step_total(out: np.ndarray, table: np.ndarray, args: np.ndarray, counts: np.
                draft_tokens: int) -> float:
     """Evaluate a whole step into ``out`` (per-row costs); return the step's latency in seconds.
 
-    ``table`` packs the integer columns of a plan (kind, source, group, communication, draft);
+    ``table`` packs the integer columns of a plan (kind, source, group, communication, draft,
+    stage);
     the row multipliers sit in the last column of ``args`` (few arrays: cheap dispatch).
     """
     kinds, sources, groups, comm, draft = table[:, 0], table[:, 1], table[:, 2], table[:, 3], table[:, 4]
+    stage = table[:, 5]
     mult = args[:, NUM_ARGS - 1]
     num_groups = counts.shape[0]
-    if overlap == 1 and new.shape[0] + kv.shape[0] >= 2:
-        new, ctx, done, kv = new[::2], ctx[::2], done[::2], kv[::2]
+    if overlap == 1:
+        if new.shape[0] + kv.shape[0] >= 2:
+            new, ctx, done, kv = new[::2], ctx[::2], done[::2], kv[::2]
+        else:  # one sequence cannot be split into two micro-batches
+            overlap = 0
     src, n_r, c_r, kv_r = batch_sources(new, ctx, done, kv, dp, tp, query)
     total = float(new.sum()) + kv.shape[0] * query
     if slots > 0:  # imbalance < 0: uniform routing (expected busiest of the EP ranks)
@@ -206,5 +249,5 @@ def step_total(out: np.ndarray, table: np.ndarray, args: np.ndarray, counts: np.
             if draft[i]:
                 for j in range(6):
                     out[i, j] = dout[i, j]
-    _, latency = layer_times(out, groups, comm, mult, counts, num_groups, overlap, overlap_efficiency)
+    _, latency = layer_times(out, groups, comm, stage, args, mult, counts, num_groups, overlap, overlap_efficiency)
     return latency

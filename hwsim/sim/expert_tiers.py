@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from hwsim.sim.run import Simulation
     from hwsim.spec.scenario import Scenario
 
-_ATTENTION_ROWS = ("norm", "qkv_proj", "attn_", "kv_write", "o_proj")
+_ATTENTION_ROWS = ("norm", "_proj", "attn_", "kv_write")
 
 
 class ExpertTiers:
