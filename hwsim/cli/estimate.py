@@ -18,6 +18,9 @@ from hwsim.errors import InfeasibleError, SpecError
               help="Output tokens per request  [default: 256, or the trace's mean]")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="Running sequences per replica  [default: the scheduler's max_seqs, capped by the KV cache]")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Closed-loop clients (each sends its next request when the last finishes), as "
+                   "trtllm-bench --concurrency: caps the running batch and gives per-user tok/s by Little's law.")
 @click.option("--trace", "trace_file", type=click.Path(dir_okay=False), default=None,
               help="Take the mean input/output lengths from this trace and compare its rate with capacity.")
 @click.option("--json", "json_file", type=click.Path(dir_okay=False), default=None,
@@ -27,7 +30,7 @@ from hwsim.errors import InfeasibleError, SpecError
 @catalog_option
 @patch_option
 def estimate(cluster_file: str, input_tokens: int | None, output_tokens: int | None, batch: int | None,
-             trace_file: str | None, json_file: str | None, plot_file: str | None,
+             concurrency: int | None, trace_file: str | None, json_file: str | None, plot_file: str | None,
              catalog_dirs: tuple[str, ...], patch_files: tuple[str, ...]) -> None:
     """Steady-state throughput, TTFT/TPOT, memory, power and USD per million tokens.
 
@@ -47,7 +50,8 @@ def estimate(cluster_file: str, input_tokens: int | None, output_tokens: int | N
         rate = stats.mean_rate_per_s
     inp, out = input_tokens or 1024, output_tokens or 256
     try:
-        est = run_estimate(sc.cluster, sc.model, sc.deployment, input_tokens=inp, output_tokens=out, batch=batch)
+        est = run_estimate(sc.cluster, sc.model, sc.deployment, input_tokens=inp, output_tokens=out, batch=batch,
+                           concurrency=concurrency)
     except InfeasibleError as err:
         raise SpecError(str(err), file=cluster_file, path="deployment") from None
     lines = report.summary_lines(est)

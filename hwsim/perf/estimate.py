@@ -7,7 +7,9 @@ cache holds at ``input + output`` tokens each, or a given batch). In steady stat
   running sequences at their mean context ``input + output / 2`` and, to replace the ``B /
   output`` sequences that finish per step, prefills ``B x input / output`` prompt tokens (in
   chunks of the scheduler's ``chunked_prefill``, at most ``max_batched_tokens`` per step).
-  Attention-DP ranks schedule their own requests, so the prompt work spreads over them.
+  A prompt runs on one attention-DP rank and all ranks wait for the busiest at the MoE
+  all-to-all, so the busiest rank's prompt work is the expected largest of the ranks' Poisson
+  chunk counts, not an even share.
   TPOT is that mixed step's time; TTFT is the steps a prompt needs (``ceil(input / chunk)``)
   times the step time; output tokens/s is ``B x tokens_per_step / step``.
 * **disaggregated pools**: a prefill step processes ``max_batched_tokens // input`` prompts
@@ -17,6 +19,13 @@ cache holds at ``input + output`` tokens each, or a given batch). In steady stat
 
 No queueing: TTFT and TPOT are for an unloaded replica at the steady batch; the serving
 simulator adds queueing and the trace's burstiness.
+
+**Closed-loop clients** (``concurrency``, as ``trtllm-bench --concurrency`` or a benchmark's
+``--max-concurrency``): ``N`` users each send their next request when the last one finishes.
+The running batch is at most ``N / replicas`` per replica (still capped by ``max_seqs`` and
+the KV cache; the rest wait), and by Little's law a request takes ``N / requests_per_s``, so
+each user sees ``output_tokens_per_s / N`` output tokens per second, prefill and waiting
+included.
 """
 
 from __future__ import annotations
@@ -74,6 +83,7 @@ class Estimate:
     devices: int
     power_w: float
     usd_per_s: float | None
+    concurrency: int | None = None
 
     @property
     def output_tokens_per_s_per_device(self) -> float:
@@ -81,7 +91,19 @@ class Estimate:
 
     @property
     def tokens_per_s_per_user(self) -> float:
+        """Output tokens per second one user sees: ``1 / TPOT`` during decode, or with
+        closed-loop clients ``output tokens/s / concurrency`` (prefill and waiting included)."""
+        if self.concurrency is not None:
+            return self.output_tokens_per_s / self.concurrency
         return 1.0 / self.tpot_s if self.tpot_s > 0 else float("inf")
+
+    @property
+    def request_latency_s(self) -> float:
+        """Seconds from a request's arrival to its last token: ``TTFT + (output - 1) TPOT``, or
+        with closed-loop clients ``concurrency / requests_per_s`` (Little's law)."""
+        if self.concurrency is not None:
+            return self.concurrency / self.requests_per_s if self.requests_per_s > 0 else float("inf")
+        return self.ttft_s + (self.output_tokens - 1) * self.tpot_s
 
     @property
     def joules_per_output_token(self) -> float:
@@ -100,30 +122,73 @@ def _batch_size(pool: Pool, fp: Footprint, inp: int, out: int, batch: int | None
     return max(1, min(cap, kv_limit)), kv_limit
 
 
+def expected_busiest_count(mean: float, ranks: int) -> float:
+    """Expected largest of ``ranks`` independent Poisson counts of mean ``mean`` each
+    (``sum_k 1 - F(k - 1)^ranks``).
+
+    >>> round(expected_busiest_count(0.5, 1), 6)
+    0.5
+    >>> round(expected_busiest_count(0.4, 8), 2)
+    1.43
+    """
+    if mean <= 0.0:
+        return 0.0
+    if ranks == 1:
+        return mean
+    total, cdf, pmf, k = 0.0, 0.0, math.exp(-mean), 0
+    while True:
+        cdf += pmf                      # F(k)
+        tail = 1.0 - cdf ** ranks       # P(max > k)
+        total += tail
+        k += 1
+        pmf *= mean / k
+        if tail < 1e-12 or k > 10_000:
+            return total
+
+
 def _mixed_batch(pool: Pool, b: int, inp: int, out: int) -> Batch:
-    """One steady-state step of a unified pool (see the module docstring)."""
+    """One steady-state step of a unified pool (see the module docstring).
+
+    A prompt is prefilled on one attention-DP rank, in chunks of up to ``chunked_prefill``
+    tokens, and every rank waits for the busiest one at the MoE all-to-all. So the ranks'
+    prompt work is not an even spread: each rank starts a Poisson number of chunks per step
+    (mean ``chunks / dp``), the busiest rank runs the expected largest of those counts (at most
+    its share of the step's token budget), and the rest spreads over the other ranks.
+    """
     s = pool.scheduler
-    chunk = s.chunked_prefill_tokens or inp
-    prefill_tokens = min(b * inp / out, max(0, s.max_batched_tokens - b))
-    # attention-DP ranks each admit their own requests: the prompt work spreads over them
-    spread = min(pool.parallelism.attention_dp, int(prefill_tokens))
-    n = max(math.ceil(prefill_tokens / chunk), spread) if prefill_tokens >= 1 else 0
-    new = np.full(n, max(1, round(prefill_tokens / n)) if n else 0, np.int64)
+    dp = pool.parallelism.attention_dp
+    budget = max(0, s.max_batched_tokens - b)
+    prefill_tokens = min(b * inp / out, budget)
+    if prefill_tokens < 1:
+        return Batch.decode(b, inp + out // 2)
+    chunk = min(s.chunked_prefill_tokens or inp, inp)
+    if dp == 1:
+        n = math.ceil(prefill_tokens / chunk)
+        new = np.full(n, max(1, round(prefill_tokens / n)), np.int64)
+    else:
+        busiest = chunk * expected_busiest_count(prefill_tokens / chunk / dp, dp)
+        busiest = min(max(busiest, prefill_tokens / dp), budget / dp, prefill_tokens)
+        rest = (prefill_tokens - busiest) / (dp - 1)
+        new = np.array([max(1, round(busiest))] + ([max(1, round(rest))] * (dp - 1) if rest >= 1 else []),
+                       np.int64)
     cached = np.clip(inp // 2 - new // 2, 0, None).astype(np.int64)
-    done = np.zeros(n, bool)
-    done[: max(0, min(n, round(b / out)))] = True
+    done = np.zeros(new.shape[0], bool)
+    done[: max(0, min(new.shape[0], round(b / out)))] = True
     return Batch(prefill_new_tokens=new, prefill_cached_tokens=cached, prefill_completes=done,
                  decode_kv_tokens=np.full(b, inp + out // 2, np.int64))
 
 
 def pool_estimate(cluster: Cluster, model: Model, dep: Deployment, pool: Pool, inp: int, out: int,
-                  batch: int | None, coll: Collectives) -> PoolEstimate:
+                  batch: int | None, coll: Collectives, concurrency: int | None = None) -> PoolEstimate:
     """Steady state of one pool at ``inp`` / ``out`` tokens per request (``batch`` sequences per
-    replica, or the scheduler's cap limited by the KV cache), its collectives costed with
-    ``coll`` (share one across many pools: building it is the expensive part)."""
+    replica, or the scheduler's cap limited by the KV cache and by ``concurrency`` closed-loop
+    clients spread over the replicas), its collectives costed with ``coll`` (share one across
+    many pools: building it is the expensive part)."""
     step = StepCost(cluster, model, dep, pool, collectives=coll)
     fp = footprint(model, dep, pool, step.device)
     b, kv_limit = _batch_size(pool, fp, inp, out, batch)
+    if concurrency is not None and batch is None:
+        b = max(1, min(b, math.ceil(concurrency / pool.replicas)))
     spec = dep.speculative
     reps = pool.replicas
     if pool.role == "prefill":
@@ -156,12 +221,16 @@ def _kv_transfer_s(coll: Collectives, model: Model, dep: Deployment, pools: tupl
 
 
 def estimate(cluster: Cluster, model: Model, deployment: Deployment, *, input_tokens: int, output_tokens: int,
-             batch: int | None = None) -> Estimate:
-    """Steady-state throughput, latency, memory, power and cost of ``deployment``."""
+             batch: int | None = None, concurrency: int | None = None) -> Estimate:
+    """Steady-state throughput, latency, memory, power and cost of ``deployment`` (with
+    ``concurrency`` closed-loop clients when given; see the module docstring)."""
     if input_tokens < 1 or output_tokens < 1:
         raise ValueError("input and output tokens must be >= 1")
+    if concurrency is not None and concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     coll = Collectives(cluster)
-    pools = tuple(pool_estimate(cluster, model, deployment, p, input_tokens, output_tokens, batch, coll)
+    pools = tuple(pool_estimate(cluster, model, deployment, p, input_tokens, output_tokens, batch, coll,
+                                concurrency if p.role != "prefill" else None)
                   for p in deployment.pools)
     prices = [p.usd_per_s for p in pools]
     usd = None if any(x is None for x in prices) else float(sum(x for x in prices if x is not None))
@@ -179,4 +248,5 @@ def estimate(cluster: Cluster, model: Model, deployment: Deployment, *, input_to
         tpot = max(p.tpot_s or 0.0 for p in pools)
     return Estimate(input_tokens=input_tokens, output_tokens=output_tokens, pools=pools, requests_per_s=rate,
                     output_tokens_per_s=rate * output_tokens, input_tokens_per_s=rate * input_tokens,
-                    ttft_s=ttft, tpot_s=tpot, devices=devices, power_w=power, usd_per_s=usd)
+                    ttft_s=ttft, tpot_s=tpot, devices=devices, power_w=power, usd_per_s=usd,
+                    concurrency=concurrency)

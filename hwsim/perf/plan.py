@@ -213,8 +213,10 @@ class PlanBuilder:
         large-K GEMM rate, which one fused row over the hidden state would hide. Decode kernels
         absorb ``kv_b`` into the query and output (same weights, same FLOPs)."""
         att, h = self.model.attention, self.model.hidden_size
-        assert att.kv_lora_rank is not None and att.qk_rope_head_dim is not None
-        assert att.qk_nope_head_dim is not None and att.v_head_dim is not None
+        assert att.kv_lora_rank is not None
+        assert att.qk_rope_head_dim is not None
+        assert att.qk_nope_head_dim is not None
+        assert att.v_head_dim is not None
         ql = att.q_lora_rank or 0
         self.gemm(group, "qkv_a_proj", sk.SRC_RANK_TOKENS, ql + att.kv_lora_rank + att.qk_rope_head_dim, h, w)
         if ql:

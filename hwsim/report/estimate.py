@@ -24,7 +24,9 @@ def summary_lines(e: Estimate) -> list[str]:
         f"  throughput    {e.requests_per_s:,.2f} req/s, {e.output_tokens_per_s:,.0f} output tok/s "
         f"({e.output_tokens_per_s_per_device:,.0f} per device, {e.devices} devices), "
         f"{e.input_tokens_per_s:,.0f} input tok/s",
-        f"  latency       TTFT {_ms(e.ttft_s)}, TPOT {_ms(e.tpot_s)} ({e.tokens_per_s_per_user:,.1f} tok/s per user)",
+        f"  latency       TTFT {_ms(e.ttft_s)}, TPOT {_ms(e.tpot_s)} ({e.tokens_per_s_per_user:,.1f} tok/s per user)"
+        + (f"; {e.concurrency:,} closed-loop users: {e.request_latency_s:,.1f} s per request"
+           if e.concurrency is not None else ""),
         f"  power         {format_quantity(e.power_w, POWER)} for the devices, "
         f"{e.joules_per_output_token:.3g} J per output token",
         "  cost          " + _cost_text(e),
@@ -75,6 +77,8 @@ def to_dict(e: Estimate, inputs: dict[str, str]) -> dict[str, Any]:
         "requests_per_s": e.requests_per_s, "output_tokens_per_s": e.output_tokens_per_s,
         "output_tokens_per_s_per_device": e.output_tokens_per_s_per_device,
         "input_tokens_per_s": e.input_tokens_per_s, "ttft_s": e.ttft_s, "tpot_s": e.tpot_s,
+        "concurrency": e.concurrency, "tokens_per_s_per_user": e.tokens_per_s_per_user,
+        "request_latency_s": e.request_latency_s,
         "devices": e.devices, "power_w": e.power_w, "joules_per_output_token": e.joules_per_output_token,
         "usd_per_million_output_tokens": e.usd_per_million_output_tokens,
         "pools": [{

@@ -10,12 +10,14 @@ mode and a workload, and says which of our metrics maps to which published metri
         scenario: scenarios/trtllm-dsr1-b200-maxtput-fp8kv.yaml
         mode: estimate                 # estimate | memory ; simulate is not wired yet
         tier: 1
-        workload: {input_tokens: 1042, output_tokens: 2048}
+        workload: {input_tokens: 1042, output_tokens: 2048, concurrency: 7168}
         metrics:
           - {ours: output_tokens_per_s_per_device, published: per_gpu_output_throughput}
       - id: some-case
         missing: "what hwsim would need to express it"
 
+``workload`` gives the request lengths and optionally ``batch`` (sequences per replica) or
+``concurrency`` (closed-loop clients, as the source's benchmark client ran).
 ``ours`` names an attribute of :class:`hwsim.perf.estimate.Estimate` (or ``<name>_per_device``
 of one); ``published`` names a metric (or a ``derived`` entry) of the published case; ``scale``
 converts the published unit to ours (``0.001`` for ms -> s). Nothing here is tuned to a case:
@@ -126,7 +128,8 @@ def case_rows(entry: Mapping[str, Any], folder: Path, shared: SharedData) -> lis
     if entry["mode"] == "simulate":
         return _simulate_rows(entry, s, published, kind, tier)
     est = estimate(s.cluster, s.model, s.deployment, input_tokens=int(work["input_tokens"]),
-                   output_tokens=int(work["output_tokens"]), batch=work.get("batch"))
+                   output_tokens=int(work["output_tokens"]), batch=work.get("batch"),
+                   concurrency=work.get("concurrency"))
     rows = []
     for m in entry.get("metrics") or ():
         value, unit = _published(published, m["published"])

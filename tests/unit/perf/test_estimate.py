@@ -54,3 +54,57 @@ def test_longer_outputs_cost_more_per_request(qwen):
     a = estimate(qwen.cluster, qwen.model, qwen.deployment, input_tokens=1024, output_tokens=128)
     b = estimate(qwen.cluster, qwen.model, qwen.deployment, input_tokens=1024, output_tokens=1024)
     assert b.requests_per_s < a.requests_per_s
+
+
+def test_closed_loop_clients_cap_the_batch_and_share_the_throughput(qwen):
+    few = estimate(qwen.cluster, qwen.model, qwen.deployment, input_tokens=1024, output_tokens=256, concurrency=4)
+    (p,) = few.pools
+    assert p.batch == 4
+    assert few.tokens_per_s_per_user == pytest.approx(few.output_tokens_per_s / 4)
+    assert few.request_latency_s == pytest.approx(4 / few.requests_per_s)
+    # every running user is served: in the unified steady state each step already carries its
+    # share of prompt work, so a user's rate is one token per (mixed) step
+    assert few.tokens_per_s_per_user == pytest.approx(1 / few.tpot_s)
+    many = estimate(qwen.cluster, qwen.model, qwen.deployment, input_tokens=1024, output_tokens=256,
+                    concurrency=100_000)
+    free = estimate(qwen.cluster, qwen.model, qwen.deployment, input_tokens=1024, output_tokens=256)
+    assert many.pools[0].batch == free.pools[0].batch  # the scheduler and KV cap still bind
+    assert many.output_tokens_per_s == pytest.approx(free.output_tokens_per_s)
+    assert many.tokens_per_s_per_user == pytest.approx(free.output_tokens_per_s / 100_000)
+    with pytest.raises(ValueError, match="concurrency"):
+        estimate(qwen.cluster, qwen.model, qwen.deployment, input_tokens=8, output_tokens=8, concurrency=0)
+
+
+def test_prompts_are_lumps_on_one_attention_dp_rank():
+    import numpy as np
+
+    from hwsim.perf.estimate import _mixed_batch, expected_busiest_count
+    from hwsim.spec.deployment import Parallelism, Pool, SchedulerLimits
+
+    sched = SchedulerLimits(max_seqs=6000, max_batched_tokens=16384, chunked_prefill_tokens=2048)
+    pool = Pool(name="p", parallelism=Parallelism(attention_dp=8, ep=8), scheduler=sched)
+    b, inp, out = 6000, 1000, 2000
+    batch = _mixed_batch(pool, b, inp, out)
+    new = batch.prefill_new_tokens
+    total = b * inp / out
+    assert new.sum() == pytest.approx(total, abs=len(new))
+    busiest = new[0]  # rank 0 (sequences go to ranks round-robin)
+    assert busiest == max(new) and busiest > total / 8
+    assert busiest == pytest.approx(min(inp * expected_busiest_count(total / inp / 8, 8), (16384 - b) / 8), abs=1)
+    # one rank: the prompts are chunks of one queue, nothing to balance
+    one = _mixed_batch(Pool(name="q", scheduler=sched), 600, inp, out)
+    assert one.prefill_new_tokens.sum() == pytest.approx(300, abs=1)
+    assert np.all(one.prefill_new_tokens <= 2048)
+
+
+def test_expected_busiest_count_grows_with_ranks_and_matches_sampling():
+    import numpy as np
+
+    from hwsim.perf.estimate import expected_busiest_count
+
+    rng = np.random.default_rng(0)
+    for mean, ranks in ((0.4, 8), (2.0, 32), (10.0, 4)):
+        sampled = rng.poisson(mean, size=(200_000, ranks)).max(axis=1).mean()
+        assert expected_busiest_count(mean, ranks) == pytest.approx(sampled, rel=0.01)
+    assert expected_busiest_count(1.0, 2) < expected_busiest_count(1.0, 16)
+    assert expected_busiest_count(0.0, 8) == 0.0
