@@ -153,9 +153,15 @@ def build_deployment(f: Fields, ctx: Context, doc: Document, cluster: Cluster) -
     """Build and check a deployment (``f`` is the section, already schema-checked)."""
     model = ctx.reference("model", f.require("model"), doc=doc, path=f.at("model"))
     dtypes = _dtypes(f.sub("dtypes"), model)
+    if f.has("memory_reserve") and f.has("kv_cache_free_fraction"):
+        raise SpecError("memory_reserve and kv_cache_free_fraction both size the runtime reserve; give one",
+                        path=f.at("kv_cache_free_fraction"), expected="one of the two",
+                        found=f"memory_reserve {f.get('memory_reserve')}, "
+                              f"kv_cache_free_fraction {f.get('kv_cache_free_fraction')}")
     deployment = build(f.path, Deployment, model_name=model.name, dtypes=dtypes, pools=_pools(f),
                        experts=_experts(f.sub("experts"), Path(doc.file).parent), overlap=f.get("overlap", "none"),
                        memory_reserve_fraction=f.fraction("memory_reserve", 0.1),
+                       kv_cache_free_fraction=f.fraction("kv_cache_free_fraction", None),
                        speculative=_speculative(f.sub("speculative")), cuda_graph=bool(f.get("cuda_graph", True)))
     check_deployment(deployment, model, cluster, f)
     return deployment, model
@@ -207,7 +213,8 @@ def _check_fits(pool: Pool, model: Model, dep: Deployment, cluster: Cluster, pat
     device = cluster.device_at(pool.first_device)
     share = weight_share(model, pool.parallelism, dep.dtypes, dep.experts.redundant)
     capacity = device.hbm_bytes
-    usable = capacity * (1.0 - dep.memory_reserve_fraction)
+    reserve = 0.0 if dep.kv_cache_free_fraction is not None else dep.memory_reserve_fraction
+    usable = capacity * (1.0 - reserve)
     need = share.total_bytes
     if dep.experts.offload is not None and model.moe is not None:
         _check_offload(pool, model, dep, cluster, share, usable)
@@ -217,7 +224,7 @@ def _check_fits(pool: Pool, model: Model, dep: Deployment, cluster: Cluster, pat
         raise SpecError(
             f"{model.name} ({dep.dtypes.weights} weights) with tp={par.tp}, ep={par.ep}, pp={par.pp} needs "
             f"{gb(need)} of weights per device; {device.name} has {gb(usable)} usable of {gb(capacity)} "
-            f"({dep.memory_reserve_fraction:.0%} reserved): short by {gb(need - usable)}"
+            f"({reserve:.0%} reserved): short by {gb(need - usable)}"
             + (f" (experts.redundant {dep.experts.redundant} makes {share.experts_per_device} expert slots per "
                "MoE layer per device)" if dep.experts.redundant else ""),
             path=f"{path}.parallelism", expected="a deployment whose weights fit (more ep/tp/pp, or smaller dtypes)")

@@ -39,7 +39,9 @@ Components, per device, and the estimates behind them:
   :data:`NCCL_BYTES_PER_COMMUNICATOR` for each communicator of more than one rank (TP, EP,
   attention-DP world, PP).
 * **runtime reserve** -- ``deployment.memory_reserve_fraction`` of the capacity: CUDA
-  context, CUDA graphs, allocator fragmentation, library workspaces.
+  context, CUDA graphs, allocator fragmentation, library workspaces; or, with
+  ``deployment.kv_cache_free_fraction`` ``x``, ``1 - x`` of what weights, activations and
+  buffers leave (TensorRT-LLM's ``kv_cache_free_gpu_mem_fraction``).
 
 >>> from hwsim.spec.attention import AttentionSpec
 >>> from hwsim.spec.deployment import Deployment, Pool, SchedulerLimits
@@ -299,10 +301,13 @@ def footprint(model: Model, deployment: Deployment, pool: Pool, device: Device, 
         scale_bytes=dense_scale + expert_scale * (1.0 - offload_experts),
         activation_bytes=activation_bytes(model, deployment, pool),
         comm_buffer_bytes=comm_buffer_bytes(model, deployment, pool),
-        reserve_bytes=deployment.memory_reserve_fraction * capacity,
+        reserve_bytes=0.0 if deployment.kv_cache_free_fraction is not None
+        else deployment.memory_reserve_fraction * capacity,
         kv_bytes_per_token=kv_token, kv_block_tokens=sched.kv_block_tokens, kv_blocks=0,
         kv_copies=kv_copies(model, par), sequence_groups=par.attention_dp, offloaded_expert_bytes=offloaded,
         cached_experts=cached)
+    if deployment.kv_cache_free_fraction is not None:
+        fp = replace(fp, reserve_bytes=(1.0 - deployment.kv_cache_free_fraction) * max(0.0, fp.kv_free_bytes))
     _check_device_fits(fp, model, math.ceil(sched.max_seqs / par.attention_dp))
     host = None
     backing = "dram" if cache is None else cache.backing

@@ -307,7 +307,14 @@ class Speculative:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Deployment:
-    """A model served on a cluster: pools of replicas, dtypes, experts, overlap."""
+    """A model served on a cluster: pools of replicas, dtypes, experts, overlap.
+
+    Device memory for the runtime: ``memory_reserve_fraction`` of the capacity is kept free
+    (vLLM's ``gpu_memory_utilization``, SGLang's ``mem_fraction_static``); or, when
+    ``kv_cache_free_fraction`` is set, the KV cache takes that share of what weights,
+    activations and buffers leave (TensorRT-LLM's ``kv_cache_free_gpu_mem_fraction``) and the
+    rest is the reserve.
+    """
 
     model_name: str
     dtypes: Dtypes = Dtypes()
@@ -315,6 +322,7 @@ class Deployment:
     experts: ExpertConfig = ExpertConfig()
     overlap: str = "none"
     memory_reserve_fraction: float = 0.1
+    kv_cache_free_fraction: float | None = None
     speculative: Speculative = Speculative()
     cuda_graph: bool = True
 
@@ -333,6 +341,8 @@ class Deployment:
             raise ValueError(f"overlap must be one of {', '.join(OVERLAP_MODES)}, got {self.overlap!r}")
         if not 0 <= self.memory_reserve_fraction < 1:
             raise ValueError("memory reserve must be in [0, 1)")
+        if self.kv_cache_free_fraction is not None and not 0 < self.kv_cache_free_fraction <= 1:
+            raise ValueError("kv_cache_free_fraction must be in (0, 1]")
 
     @property
     def devices(self) -> int:

@@ -71,6 +71,21 @@ def test_hand_computed_footprint():
     assert [t.tier for t in fp.tiers] == ["hbm"]
 
 
+def test_kv_cache_free_fraction_takes_a_share_of_what_is_left():
+    m = toy_model()
+    pool = Pool(name="p", scheduler=SchedulerLimits(max_seqs=4, max_batched_tokens=16))
+    base = footprint(m, deploy(pool, memory_reserve_fraction=0.0), pool, gpu())
+    left = 1e6 - base.fixed_bytes
+    fp = footprint(m, deploy(pool, kv_cache_free_fraction=0.9), pool, gpu())
+    assert fp.reserve_bytes == pytest.approx(0.1 * left)
+    assert fp.kv_free_bytes == pytest.approx(0.9 * left)
+    assert fp.kv_blocks == math.floor(0.9 * left / fp.kv_bytes_per_block)
+    # the capacity-based reserve (10% of 1 MB) is larger than 10% of what is left
+    assert footprint(m, deploy(pool), pool, gpu()).kv_blocks < fp.kv_blocks
+    with pytest.raises(ValueError, match="kv_cache_free_fraction"):
+        deploy(pool, kv_cache_free_fraction=1.5)
+
+
 def test_kv_split_over_tp_for_gqa_and_replicated_for_mla():
     gqa, mla = toy_model("gqa"), toy_model("mla")
     full_gqa, full_mla = gqa.kv_bytes_per_token("bf16"), mla.kv_bytes_per_token("bf16")
