@@ -142,8 +142,9 @@ def case_rows(entry: Mapping[str, Any], folder: Path, shared: SharedData) -> lis
 
 
 def served_metrics(requests: Mapping[str, Any], *, window_s: float) -> dict[str, float]:
-    """Means and p99 of TTFT and TPOT (vLLM's definitions, README) over finished requests, and
-    output tokens per second over the arrival window."""
+    """Means and p99 of TTFT and TPOT (vLLM's definitions, README) and the mean end-to-end
+    request latency (arrival to last token) over finished requests, and output tokens per
+    second over the arrival window."""
     done = requests["status"] == 0
     arrival = requests["arrival_s"][done].astype(float)
     first = requests["first_token_s"][done].astype(float)
@@ -154,6 +155,7 @@ def served_metrics(requests: Mapping[str, Any], *, window_s: float) -> dict[str,
     tpot = (finish[multi] - first[multi]) / (gen[multi] - 1.0)
     return {"ttft_mean_s": float(np.mean(ttft)), "ttft_p99_s": float(np.percentile(ttft, 99)),
             "tpot_mean_s": float(np.mean(tpot)), "tpot_p99_s": float(np.percentile(tpot, 99)),
+            "request_latency_mean_s": float(np.mean(finish - arrival)),
             "output_tokens_per_s": float(gen.sum() / window_s), "finished": float(done.sum())}
 
 

@@ -2,7 +2,8 @@
 
 Operator, communication and power rows are built from the published cases alone (the package
 carries their scenarios); memory and end-to-end rows come from the runnable index
-(``validation/cases.yaml`` by default), which names a scenario file per case.
+(``validation/cases.yaml`` by default), which names a scenario file per case and also lists, of
+any kind, the cases hwsim cannot express yet.
 """
 
 from __future__ import annotations
@@ -54,9 +55,8 @@ def run_validation(*, kinds: Iterable[str] | str | None = None, shared_dir: str 
     if "power" in selected:
         rows += power_rows(shared.cases)
     idx = Path(index) if index is not None else (DEFAULT_INDEX if DEFAULT_INDEX.is_file() else None)
-    rest = selected - {"operator", "communication", "power"}
-    if rest and idx is not None:
-        rows += end_to_end_rows(shared, idx, frozenset(rest))
+    if idx is not None:   # the index may also list operator or power cases that cannot run yet
+        rows += end_to_end_rows(shared, idx, selected)
     return Validation(rows=tuple(rows), shared_dir=shared.folder, index=idx)
 
 
