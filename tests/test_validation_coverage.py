@@ -5,28 +5,32 @@ built in code, or an entry of the runnable index (``validation/cases.yaml``) tha
 scenario or is listed with what hwsim lacks (``missing:``). A case no row names has been
 dropped silently; these tests fail and name it.
 
-Communication rows are taken from their specifications (:func:`hwsim.validate.comm.rows`, the
-same case names ``comm_rows`` predicts for) to keep the test fast; operator, power and
-end-to-end rows are built as ``hwsim validate`` builds them.
+To stay fast the tests do not run the scenarios (``tests/test_validate.py`` runs every one):
+runnable entries are checked to name a scenario file and at least one metric, so each gives
+rows; the listed entries and the operator and power rows go through ``run_validation`` as the
+CLI calls it; communication rows are taken from their specifications
+(:func:`hwsim.validate.comm.rows`, the case names ``comm_rows`` predicts for).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from hwsim.io.source import read_document
-from hwsim.validate import comm
-from hwsim.validate.endtoend import DEFAULT_INDEX, end_to_end_rows, read_index
-from hwsim.validate.operators import operator_rows
-from hwsim.validate.power import power_rows
+from hwsim.validate import comm, run_validation
+from hwsim.validate.endtoend import DEFAULT_INDEX, read_index
+from hwsim.validate.rows import KINDS
 from hwsim.validate.shared import REPO, SharedData
 
 SHARED = REPO.parent / "shared" / "validation"
 pytestmark = pytest.mark.skipif(not (SHARED / "cases.yaml").is_file(),
                                 reason="published validation data (../shared/validation) not present")
+NOT_COMM = tuple(k for k in KINDS if k != "communication")
 
 
 def published_ids(folder: Path) -> list[str]:
@@ -47,59 +51,67 @@ def uncovered(ids: Iterable[str], row_cases: Iterable[str]) -> list[str]:
     return [i for i in ids if i not in named]
 
 
-@pytest.fixture(scope="module")
-def shared() -> SharedData:
-    return SharedData.locate(SHARED)
+def listed_index(entries: list[dict[str, Any]], path: Path) -> Path:
+    """An index holding only the listed (``missing:``) entries, which need no scenario."""
+    path.write_text(yaml.safe_dump({"version": 1, "cases": [e for e in entries if "missing" in e]},
+                                   sort_keys=False), encoding="utf-8")
+    return path
 
 
 @pytest.fixture(scope="module")
-def code_built_cases(shared) -> list[str]:
-    """Case names of the operator, communication and power rows."""
-    return ([r.case for r in operator_rows(shared.cases)] + [r.case for r in comm.rows(shared)]
-            + [r.case for r in power_rows(shared.cases)])
+def entries() -> list[dict[str, Any]]:
+    return read_index(DEFAULT_INDEX)[1]
 
 
 @pytest.fixture(scope="module")
-def index_rows(shared):
-    return end_to_end_rows(shared, DEFAULT_INDEX)
+def validation(entries, tmp_path_factory):
+    """Operator and power rows plus the listed entries' rows, through ``run_validation``."""
+    index = listed_index(entries, tmp_path_factory.mktemp("index") / "cases.yaml")
+    return run_validation(kinds=NOT_COMM, shared_dir=SHARED, index=index)
 
 
-def test_every_published_case_is_a_row_or_listed(shared, code_built_cases, index_rows):
-    ids = published_ids(shared.folder)
+@pytest.fixture(scope="module")
+def comm_cases() -> list[str]:
+    return [r.case for r in comm.rows(SharedData.locate(SHARED))]
+
+
+def runnable_ids(entries: list[dict[str, Any]]) -> list[str]:
+    return [str(e["id"]) for e in entries if "missing" not in e]
+
+
+def test_runnable_entries_give_rows(entries):
+    folder = DEFAULT_INDEX.parent
+    for e in entries:
+        if "missing" in e:
+            continue
+        assert (folder / str(e["scenario"])).is_file(), e["id"]
+        assert e["mode"] == "memory" or e.get("metrics"), f"{e['id']}: no metric, so no row"
+
+
+def test_every_published_case_is_a_row_or_listed(entries, validation, comm_cases):
+    ids = published_ids(SHARED)
     assert len(ids) == len(set(ids)), "duplicate ids in the published cases"
-    lost = uncovered(ids, code_built_cases + [r.case for r in index_rows])
+    lost = uncovered(ids, [r.case for r in validation.rows] + comm_cases + runnable_ids(entries))
     assert not lost, (f"{len(lost)} published case(s) appear in no validation row; add each to "
                       f"validation/cases.yaml (runnable, or with `missing:`): {', '.join(lost)}")
 
 
-def test_listed_cases_name_what_is_missing(index_rows):
-    listed = [r for r in index_rows if r.predicted is None]
-    assert listed
-    for r in listed:
-        assert r.missing and len(r.missing.split()) >= 4, (r.case, r.label, r.missing)
-        assert not r.counted
+def test_listed_cases_name_what_is_missing(entries, validation):
+    listed = {str(e["id"]) for e in entries if "missing" in e}
+    rows = [r for r in validation.rows if r.missing]
+    assert {r.case for r in rows} == listed    # every kind of listed entry reaches the output
+    for r in rows:
+        assert r.predicted is None and not r.counted
+        assert len(r.missing.split()) >= 4, (r.case, r.missing)
 
 
-def test_runnable_entries_give_predictions(index_rows):
-    _, entries = read_index(DEFAULT_INDEX)
-    runnable = {str(e["id"]) for e in entries if "missing" not in e}
-    predicted = {r.case for r in index_rows if r.predicted is not None}
-    assert runnable <= predicted, sorted(runnable - predicted)
-    for r in index_rows:
-        if r.predicted is not None:
-            assert r.predicted > 0 and r.measured > 0, (r.case, r.label)
-
-
-def test_a_dropped_case_is_reported(shared, code_built_cases, tmp_path):
-    """The check is not vacuous: an index that lists only one case leaves the others uncovered."""
-    _, entries = read_index(DEFAULT_INDEX)
-    only = next(e for e in entries if "missing" in e)
-    index = tmp_path / "cases.yaml"
-    index.write_text(f"version: 1\ncases:\n  - id: {only['id']}\n    missing: a feature hwsim lacks\n",
-                     encoding="utf-8")
-    rows = end_to_end_rows(shared, index)
-    lost = uncovered(published_ids(shared.folder), code_built_cases + [r.case for r in rows])
-    code_built = {row_case_id(c) for c in code_built_cases}
-    assert str(only["id"]) not in lost
-    assert set(lost) == set(published_ids(shared.folder)) - code_built - {str(only["id"])}
-    assert any(str(e["id"]) in lost for e in entries if "missing" not in e)
+def test_a_dropped_case_is_reported(entries, validation, comm_cases):
+    """The check is not vacuous: without one listed entry and the runnable ones, exactly the
+    cases no code-built row covers are reported."""
+    dropped = next(e for e in entries if "missing" in e and e.get("kind", "end-to-end") == "power")
+    kept = {r.case for r in validation.rows if r.missing} - {str(dropped["id"])}
+    code_built = [r.case for r in validation.rows if not r.missing] + comm_cases
+    lost = uncovered(published_ids(SHARED), code_built + sorted(kept))
+    assert str(dropped["id"]) in lost
+    assert set(lost) == set(published_ids(SHARED)) - {row_case_id(c) for c in code_built} - kept
+    assert set(runnable_ids(entries)) & set(lost)
