@@ -66,6 +66,7 @@ def footer(v: Validation, gaps: dict[str, str] | None = None) -> str:
         folder, entries = read_index(v.index)
         lines += ["## Runnable cases and their assumptions", "",
                   "From `validation/cases.yaml` and each scenario file's header.", ""]
+        shown: set[str] = set()
         for e in entries:
             if "missing" in e:
                 continue
@@ -75,7 +76,11 @@ def footer(v: Validation, gaps: dict[str, str] | None = None) -> str:
                 lines += [str(e["note"]).strip(), ""]
             if e.get("gap"):
                 lines += [f"Known gap: {str(e['gap']).strip()}", ""]
-            lines += ["```text", *scenario_header(folder / str(e["scenario"])), "```", ""]
+            if e["scenario"] in shown:
+                lines += ["Its assumptions are listed above, at the scenario's first entry.", ""]
+            else:
+                shown.add(e["scenario"])
+                lines += ["```text", *scenario_header(folder / str(e["scenario"])), "```", ""]
         missing = [e for e in entries if "missing" in e]
         if missing:
             lines += ["## Cases hwsim cannot express yet", "", "| case | missing feature |", "|---|---|"]
