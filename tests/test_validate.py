@@ -86,6 +86,33 @@ def test_end_to_end_rows_run_and_gaps_are_listed(full):
     assert ds.error > 0.2
 
 
+# Tier-1 end-to-end rows within 20% today: a cost-model change that pushes one out fails here.
+WITHIN_20 = {
+    ("trtllm-dsr1-b200-maxtput-bf16kv", "output_tokens_per_s_per_device vs per_gpu_output_throughput"),
+    ("trtllm-dsr1-b200-maxtput-bf16kv", "tokens_per_s_per_user vs per_user_output_throughput_with_ctx"),
+    ("mlperf41-mixtral-8xh100", "output_tokens_per_s vs offline_tokens_per_s"),
+    ("mlperf41-mixtral-8xh100", "output_tokens_per_s vs server_completed_tokens_per_s"),
+    ("trtllm-perf-overview-qwen3-235b", "output_tokens_per_s vs 5000/500 B200"),
+    ("trtllm-perf-overview-qwen3-235b", "output_tokens_per_s vs 5000/500 H200"),
+    ("trtllm-perf-overview-qwen3-235b", "output_tokens_per_s vs 5000/500 H100"),
+    ("trtllm-perf-overview-llama4-maverick", "output_tokens_per_s vs 1000/1000 H100"),
+    ("trtllm-perf-overview-dense-contrast", "output_tokens_per_s vs 70B 1000/1000 H200 TP1"),
+    ("trtllm-perf-overview-dense-contrast", "output_tokens_per_s vs 70B 1000/1000 H100 TP2"),
+    ("trtllm-perf-overview-dense-contrast", "output_tokens_per_s vs 70B 2048/128 H200 TP1"),
+}
+
+
+def test_end_to_end_tier1_band(full):
+    rows = [r for r in full.rows if r.kind == "end-to-end" and r.tier == 1 and r.counted]
+    errs = [abs(r.error) for r in rows]
+    assert len(errs) >= 35
+    assert statistics.median(errs) <= 0.40   # 37.5% now; the target is 10%
+    assert max(errs) <= 1.00                 # 96% now (Qwen3-235B 128/2048 on H100)
+    by_label = {(r.case, r.label): r.error for r in rows}
+    assert WITHIN_20 <= set(by_label)
+    assert {k: by_label[k] for k in WITHIN_20 if abs(by_label[k]) > 0.20} == {}
+
+
 def test_committed_doc_is_current(full):
     text = report.markdown(full.rows, intro=INTRO, notes=NOTES, footer=footer(full))
     assert DOC.read_text(encoding="utf-8") == text, "run 'hwsim validate --write-docs'"
