@@ -8,8 +8,8 @@ cache holds at ``input + output`` tokens each, or a given batch). In steady stat
   output`` sequences that finish per step, prefills ``B x input / output`` prompt tokens (in
   chunks of the scheduler's ``chunked_prefill``, at most ``max_batched_tokens`` per step).
   A prompt runs on one attention-DP rank and all ranks wait for the busiest at the MoE
-  all-to-all, so the busiest rank's prompt work is the expected largest of the ranks' Poisson
-  chunk counts, not an even share.
+  all-to-all; requests reach the ranks in turn, so the busiest rank runs the ceiling of its
+  share of whole chunks, not an even share of tokens.
   TPOT is that mixed step's time; TTFT is the steps a prompt needs (``ceil(input / chunk)``)
   times the step time; output tokens/s is ``B x tokens_per_step / step``.
 * **disaggregated pools**: a prefill step processes ``max_batched_tokens // input`` prompts
@@ -122,38 +122,15 @@ def _batch_size(pool: Pool, fp: Footprint, inp: int, out: int, batch: int | None
     return max(1, min(cap, kv_limit)), kv_limit
 
 
-def expected_busiest_count(mean: float, ranks: int) -> float:
-    """Expected largest of ``ranks`` independent Poisson counts of mean ``mean`` each
-    (``sum_k 1 - F(k - 1)^ranks``).
-
-    >>> round(expected_busiest_count(0.5, 1), 6)
-    0.5
-    >>> round(expected_busiest_count(0.4, 8), 2)
-    1.43
-    """
-    if mean <= 0.0:
-        return 0.0
-    if ranks == 1:
-        return mean
-    total, cdf, pmf, k = 0.0, 0.0, math.exp(-mean), 0
-    while True:
-        cdf += pmf                      # F(k)
-        tail = 1.0 - cdf ** ranks       # P(max > k)
-        total += tail
-        k += 1
-        pmf *= mean / k
-        if tail < 1e-12 or k > 10_000:
-            return total
-
-
 def _mixed_batch(pool: Pool, b: int, inp: int, out: int) -> Batch:
     """One steady-state step of a unified pool (see the module docstring).
 
     A prompt is prefilled on one attention-DP rank, in chunks of up to ``chunked_prefill``
-    tokens, and every rank waits for the busiest one at the MoE all-to-all. So the ranks'
-    prompt work is not an even spread: each rank starts a Poisson number of chunks per step
-    (mean ``chunks / dp``), the busiest rank runs the expected largest of those counts (at most
-    its share of the step's token budget), and the rest spreads over the other ranks.
+    tokens, and every rank waits for the busiest one at the MoE all-to-all. Requests reach the
+    ranks in turn (SGLang's default round-robin DP balancing; TensorRT-LLM sends a request to the
+    rank with the fewest), so each rank starts the floor or the ceiling of its share of the
+    step's chunks: the busiest runs ``ceil(chunks / dp)`` whole chunks (at most its share of
+    the step's token budget), the rest spreads over the other ranks.
     """
     s = pool.scheduler
     dp = pool.parallelism.attention_dp
@@ -166,7 +143,7 @@ def _mixed_batch(pool: Pool, b: int, inp: int, out: int) -> Batch:
         n = math.ceil(prefill_tokens / chunk)
         new = np.full(n, max(1, round(prefill_tokens / n)), np.int64)
     else:
-        busiest = chunk * expected_busiest_count(prefill_tokens / chunk / dp, dp)
+        busiest = chunk * math.ceil(prefill_tokens / chunk / dp - 1e-9)
         busiest = min(max(busiest, prefill_tokens / dp), budget / dp, prefill_tokens)
         rest = (prefill_tokens - busiest) / (dp - 1)
         new = np.array([max(1, round(busiest))] + ([max(1, round(rest))] * (dp - 1) if rest >= 1 else []),
