@@ -77,6 +77,20 @@ def test_estimate_writes_json_and_plot(tmp_path):
     assert png.stat().st_size > 10_000
 
 
+def test_estimate_closed_loop_concurrency(tmp_path):
+    out = tmp_path / "est.json"
+    res = run("estimate", str(REPO / "examples" / "h100-qwen3-30b-a3b" / "cluster.yaml"), "--input", "512",
+              "--output", "128", "--concurrency", "16", "--json", str(out))
+    assert res.exit_code == 0, res.output
+    assert "16 closed-loop users" in res.output
+    data = json.loads(out.read_text())
+    assert data["concurrency"] == 16 and data["pools"][0]["batch"] == 16
+    assert data["tokens_per_s_per_user"] == pytest.approx(data["output_tokens_per_s"] / 16)
+    assert data["request_latency_s"] == pytest.approx(16 / data["requests_per_s"])
+    bad = run("estimate", str(REPO / "examples" / "h100-qwen3-30b-a3b" / "cluster.yaml"), "--concurrency", "0")
+    assert bad.exit_code == 2
+
+
 def test_estimate_with_trace_reports_load():
     res = run("estimate", str(REPO / "examples" / "dgx-h100-deepseek-v3" / "cluster.yaml"),
               "--trace", str(REPO / "workloads" / "traces" / "azure-conv-10min.jsonl"))
