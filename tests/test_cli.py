@@ -126,6 +126,18 @@ def test_simulate_writes_outputs_deterministically(tmp_path):
     assert summary["seed"] == 4 and summary["inputs"]
 
 
+def test_simulate_closed_loop_clients(tmp_path):
+    cluster = str(REPO / "examples" / "h100x8-mixtral-8x7b" / "cluster.yaml")
+    trace = str(REPO / "workloads" / "traces" / "azure-code-10min.jsonl")
+    res = run("simulate", cluster, trace, "-o", str(tmp_path), "--max-requests", "60", "--concurrency", "6",
+              "--quiet")
+    assert res.exit_code == 0, res.output
+    assert "6 closed-loop clients" in res.output
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["run"]["closed_loop_clients"] == 6 and summary["requests"]["finished"] == 60
+    assert run("simulate", cluster, trace, "--concurrency", "0").exit_code == 2
+
+
 def test_simulate_bad_trace_is_exit_2(tmp_path):
     res = run("simulate", str(REPO / "examples" / "h100-qwen3-30b-a3b" / "cluster.yaml"),
               str(REPO / "tests" / "data" / "traces" / "bad_decreasing.jsonl"), "-o", str(tmp_path / "o"), "--quiet")

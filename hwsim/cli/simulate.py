@@ -17,6 +17,9 @@ from hwsim.units import Dim
 @click.option("--duration", type=QuantityParam(Dim.TIME), default=None,
               help="Stop the clock after this long (e.g. '10min'); unfinished requests are reported.")
 @click.option("--max-requests", type=click.IntRange(min=1), default=None, help="Read at most this many requests.")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Send the trace's requests from N closed-loop clients (each sends its next request when the "
+                   "last finishes; timestamps ignored), as benchmark clients at a fixed concurrency do.")
 @click.option("--slo", type=SloParam(), default=None, help="Goodput SLOs, e.g. 'ttft=2s,tpot=50ms'.")
 @click.option("--router", type=click.Choice(["round-robin", "least-tokens", "prefix-affinity"]),
               default="round-robin", show_default=True, help="How requests are spread over replicas.")
@@ -31,7 +34,7 @@ from hwsim.units import Dim
 @catalog_option
 @patch_option
 def simulate(cluster_file: str, trace_file: str, out_dir: str, seed: int, duration: float | None,
-             max_requests: int | None, slo: dict[str, float] | None, router: str, requests_format: str,
+             max_requests: int | None, concurrency: int | None, slo: dict[str, float] | None, router: str, requests_format: str,
              interval: float, plots: bool, timeline: bool, power_cap: float | None, quiet: bool,
              catalog_dirs: tuple[str, ...], patch_files: tuple[str, ...]) -> None:
     """Simulate serving TRACE on the deployment of CLUSTER.yaml; write results to --out."""
@@ -48,7 +51,8 @@ def simulate(cluster_file: str, trace_file: str, out_dir: str, seed: int, durati
     progress = None if quiet else _progress_bar(duration)
     try:
         result = run(sc, requests, seed=seed, duration_s=duration, max_requests=max_requests, router=router,
-                     progress=progress, imbalance_sampler_factory=imbalance_sampler_factory(sc), power_cap_w=power_cap)
+                     progress=progress, imbalance_sampler_factory=imbalance_sampler_factory(sc), power_cap_w=power_cap,
+                     concurrency=concurrency)
     except KeyboardInterrupt:  # pragma: no cover - interactive
         raise
     finally:

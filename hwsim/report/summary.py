@@ -199,6 +199,7 @@ def _run(result: SimResult, warmup_s: float) -> dict[str, Any]:
         "events_per_s": result.events / wall if wall > 0 else math.nan,
         "speedup": result.sim_time_s / wall if wall > 0 else math.nan,
         "warmup_s": warmup_s,
+        "closed_loop_clients": result.metadata.get("concurrency"),
     }
 
 

@@ -186,4 +186,11 @@ def summary_text(summary_dict: Mapping[str, Any]) -> str:
                            if usd is not None else "no price for every pool"),
         f"simulator    {_num(run.get('events'), ',')} events in {_q(run.get('wall_time_s'), Dim.TIME)} "
         f"({_num(run.get('events_per_s'))} events/s), {_num(run.get('speedup'), ',.1f')}x faster than real time",
-    ] + [line for line in (experts_line(s), _offload_line(s)) if line is not None])
+    ] + [line for line in (experts_line(s), _offload_line(s), _clients_line(run)) if line is not None])
+
+
+def _clients_line(run: Mapping[str, Any]) -> str | None:
+    n = run.get("closed_loop_clients")
+    if not n:
+        return None
+    return f"clients      {n:,} closed-loop clients (each sends its next request when the last finishes)"

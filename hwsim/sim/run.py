@@ -3,6 +3,11 @@
 Processes: one arrival process streaming the trace (never held in memory), one engine per
 replica (see :mod:`hwsim.sim.engine`), and one KV-transfer process per request moving from a
 prefill to a decode pool (transfers leaving one prefill replica share its link: they queue).
+
+With ``concurrency`` the trace's timestamps are ignored and ``N`` closed-loop clients send its
+requests in order, as benchmark clients at a fixed concurrency do (``trtllm-bench
+--concurrency``, ``vllm bench serve --max-concurrency``): ``N`` start at time 0 and each
+finished (or rejected) request is replaced at once by the next, with no think time.
 Every random draw (routing, speculative acceptance) comes from generators spawned from one
 seed, so the same inputs and seed give the same result.
 """
@@ -11,7 +16,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -76,6 +82,11 @@ class Simulation:
         self.decode_pool = next((i for i, p in enumerate(scenario.deployment.pools) if p.role == "decode"), None)
         self.links = {id(r): simpy.Resource(self.env, capacity=1) for r in self.pools[self.entry]}
         self._rr = 0
+        self._closed: Iterator[Request] | None = None  # closed-loop clients' request source
+        self._issued = 0
+        self._limit: int | None = None
+        self._progress: Progress | None = None
+        self._concurrency = 0
 
     # -- construction --------------------------------------------------------------------------
     def _build_pools(self, seeds: np.random.SeedSequence, imbalance_factory) -> None:
@@ -115,16 +126,40 @@ class Simulation:
         if progress is not None:
             progress(self.env.now, n)
 
-    def _admit(self, req: Request) -> None:
+    def closed_loop(self, requests: Iterable[Request], concurrency: int, max_requests: int | None,
+                    progress: Progress | None):
+        """Start ``concurrency`` clients (see the module docstring); finishes re-issue."""
+        self._closed, self._limit, self._progress = iter(requests), max_requests, progress
+        self._concurrency = concurrency
+        for _ in range(concurrency):
+            self._issue()
+        yield self.env.timeout(0)
+
+    def _issue(self) -> None:
+        """The next request of a closed-loop client, arriving now (a rejected one is replaced)."""
+        assert self._closed is not None
+        while self._limit is None or self._issued < self._limit:
+            req = next(self._closed, None)
+            if req is None:
+                break
+            self._issued += 1
+            self.events += 1
+            if self._progress is not None and self._issued % 256 == 0:
+                self._progress(self.env.now, self._issued)
+            if self._admit(replace(req, arrival_s=self.env.now)):
+                return
+
+    def _admit(self, req: Request) -> bool:
         reason = self._reject_reason(req)
         if reason is not None:
             self.rejections.append(Rejection(request_id=req.request_id, reason=reason))
             self._record(Seq(req=req, prompt=req.input_tokens), replica=-1, status=2)
-            return
+            return False
         seq = Seq(req=req, prompt=req.input_tokens)
         self.live[id(seq)] = seq
         replicas = self.pools[self.entry]
         self.router(replicas, seq, self).add(seq)
+        return True
 
     def _reject_reason(self, req: Request) -> str | None:
         total = req.input_tokens + req.output_tokens
@@ -208,6 +243,8 @@ class Simulation:
             rep.tiers.forget(s.req.request_id)
         self.live.pop(id(s), None)
         self._record(s, replica=rep.index, status=0, finish_s=self.env.now)
+        if self._closed is not None:
+            self._issue()
 
     # -- disaggregation ------------------------------------------------------------------------
     def _transfer(self, src: Replica, s: Seq):
@@ -289,22 +326,31 @@ class Simulation:
                          expert_load=None if self.expert_load is None else self.expert_load.copy(),
                          comm_fraction=self.comm_s / busy if busy > 0 else 0.0,
                          rank_loads=self.sampling.rank_loads() if hasattr(self.sampling, "rank_loads") else (),
-                         ep_links=self._ep_links(), offload=offload)
+                         ep_links=self._ep_links(), offload=offload,
+                         metadata={} if self._closed is None else {"concurrency": self._concurrency})
 
 
 def simulate(scenario: Scenario, requests: Iterable[Request], *, seed: int = 0, duration_s: float | None = None,
              max_requests: int | None = None, router: str = "round-robin", progress: Progress | None = None,
-             imbalance_sampler_factory=None, power_cap_w: float | None = None) -> SimResult:
+             imbalance_sampler_factory=None, power_cap_w: float | None = None,
+             concurrency: int | None = None) -> SimResult:
     """Replay ``requests`` (an iterable, streamed) on ``scenario``; return the frozen result.
 
     ``duration_s`` stops the clock (requests still queued or running are reported
     unfinished); otherwise the run ends when every admitted request has finished.
     ``power_cap_w`` caps every device: compute-bound steps stretch when the cap binds.
+    ``concurrency`` sends the requests from that many closed-loop clients instead of at their
+    timestamps (see the module docstring).
     """
+    if concurrency is not None and concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     sim = Simulation(scenario, seed=seed, router=router, imbalance_sampler_factory=imbalance_sampler_factory,
                      power_cap_w=power_cap_w)
     t0 = time.perf_counter()
-    arrivals = sim.env.process(sim.arrivals(requests, max_requests, progress))
+    if concurrency is not None:
+        arrivals = sim.env.process(sim.closed_loop(requests, concurrency, max_requests, progress))
+    else:
+        arrivals = sim.env.process(sim.arrivals(requests, max_requests, progress))
     if duration_s is not None:
         sim.env.run(until=duration_s)
     else:
