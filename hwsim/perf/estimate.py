@@ -143,8 +143,8 @@ def _mixed_batch(pool: Pool, b: int, inp: int, out: int) -> Batch:
         n = math.ceil(prefill_tokens / chunk)
         new = np.full(n, max(1, round(prefill_tokens / n)), np.int64)
     else:
-        busiest = chunk * math.ceil(prefill_tokens / chunk / dp - 1e-9)
-        busiest = min(max(busiest, prefill_tokens / dp), budget / dp, prefill_tokens)
+        whole = float(chunk * math.ceil(prefill_tokens / chunk / dp - 1e-9))
+        busiest = min(max(whole, prefill_tokens / dp), budget / dp, prefill_tokens)
         rest = (prefill_tokens - busiest) / (dp - 1)
         new = np.array([max(1, round(busiest))] + ([max(1, round(rest))] * (dp - 1) if rest >= 1 else []),
                        np.int64)
