@@ -8,7 +8,7 @@ mode and a workload, and says which of our metrics maps to which published metri
     cases:
       - id: trtllm-dsr1-b200-maxtput-fp8kv
         scenario: scenarios/trtllm-dsr1-b200-maxtput-fp8kv.yaml
-        mode: estimate                 # estimate | memory ; simulate is not wired yet
+        mode: estimate                 # estimate | simulate | memory
         tier: 1
         workload: {input_tokens: 1042, output_tokens: 2048, concurrency: 7168}
         metrics:
