@@ -20,6 +20,11 @@ cache holds at ``input + output`` tokens each, or a given batch). In steady stat
 No queueing: TTFT and TPOT are for an unloaded replica at the steady batch; the serving
 simulator adds queueing and the trace's burstiness.
 
+**Expert offload** (``experts.offload``): the steady step also pays its *expected* expert-cache
+misses (:mod:`hwsim.perf.offload_estimate`: Che's approximation for LRU-like caches, pinned
+hottest experts for static/LFU, the simulator's per-miss costs); the simulator replays the
+misses step by step instead.
+
 **Closed-loop clients** (``concurrency``, as ``trtllm-bench --concurrency`` or a benchmark's
 ``--max-concurrency``): ``N`` users each send their next request when the last one finishes.
 The running batch is at most ``N / replicas`` per replica (still capped by ``max_seqs`` and
@@ -38,6 +43,9 @@ import numpy as np
 from hwsim.perf.batch import Batch
 from hwsim.perf.collectives import Collectives
 from hwsim.perf.memory import Footprint, footprint, max_concurrency
+from hwsim.perf.offload import OffloadCost
+from hwsim.perf.offload_estimate import OffloadExpectation, attention_share, expected_offload
+from hwsim.perf.power import idle_power_w
 from hwsim.perf.step import StepBreakdown, StepCost
 from hwsim.spec.cluster import Cluster
 from hwsim.spec.deployment import Deployment, Pool
@@ -66,6 +74,7 @@ class PoolEstimate:
     power_w: float
     usd_per_s: float | None
     cost: StepCost = field(repr=False, compare=False)  # the pool's step cost, for further queries
+    offload: OffloadExpectation | None = None          # expected expert-cache misses (experts.offload)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,12 +164,30 @@ def _mixed_batch(pool: Pool, b: int, inp: int, out: int) -> Batch:
                  decode_kv_tokens=np.full(b, inp + out // 2, np.int64))
 
 
+def _offload(cluster: Cluster, model: Model, dep: Deployment, pool: Pool, fp: Footprint, batch: Batch,
+             bd: StepBreakdown, coll: Collectives, inclusion: np.ndarray | None) -> OffloadExpectation | None:
+    """Expected expert-cache misses of the steady step (:mod:`hwsim.perf.offload_estimate`)."""
+    moe = model.moe
+    if dep.experts.offload is None or moe is None:
+        return None
+    cost = OffloadCost(cluster, model, dep, pool, collectives=coll)
+    layers = model.num_moe_layers
+    stage_layers = -(-layers // pool.parallelism.pp)
+    capacity = (fp.cached_experts or 0) // max(stage_layers, 1)
+    inc = np.full(moe.num_experts, moe.real_experts_per_token / moe.num_experts) if inclusion is None else inclusion
+    tokens = float(batch.prefill_new_tokens.sum()) + batch.num_decode * (1 + dep.speculative.tokens)
+    return expected_offload(cost, tokens=tokens, inclusion=inc, capacity=capacity, layers=layers,
+                            layer_time_s=bd.time_s / model.num_layers, attention_share=attention_share(bd))
+
+
 def pool_estimate(cluster: Cluster, model: Model, dep: Deployment, pool: Pool, inp: int, out: int,
-                  batch: int | None, coll: Collectives, concurrency: int | None = None) -> PoolEstimate:
+                  batch: int | None, coll: Collectives, concurrency: int | None = None,
+                  expert_inclusion: np.ndarray | None = None) -> PoolEstimate:
     """Steady state of one pool at ``inp`` / ``out`` tokens per request (``batch`` sequences per
     replica, or the scheduler's cap limited by the KV cache and by ``concurrency`` closed-loop
     clients spread over the replicas), its collectives costed with ``coll`` (share one across
-    many pools: building it is the expensive part)."""
+    many pools: building it is the expensive part). With ``experts.offload`` the step pays its
+    expected expert-cache misses, under routing ``expert_inclusion`` (uniform when omitted)."""
     step = StepCost(cluster, model, dep, pool, collectives=coll)
     fp = footprint(model, dep, pool, step.device)
     b, kv_limit = _batch_size(pool, fp, inp, out, batch)
@@ -170,24 +197,35 @@ def pool_estimate(cluster: Cluster, model: Model, dep: Deployment, pool: Pool, i
     reps = pool.replicas
     if pool.role == "prefill":
         per_step = max(1, pool.scheduler.max_batched_tokens // inp)
-        bd = step(Batch.prefill(per_step, inp))
-        rate = reps * per_step / bd.interval_s
-        ttft, tpot, tokens_out = bd.time_s, None, 0.0
+        work = Batch.prefill(per_step, inp)
     elif pool.role == "decode":
-        bd = step(Batch.decode(b, inp + out // 2))
-        tokens_out = reps * b * spec.tokens_per_step / bd.interval_s
-        rate, ttft, tpot = tokens_out / out, None, bd.time_s / spec.tokens_per_step
+        work = Batch.decode(b, inp + out // 2)
     else:
-        bd = step(_mixed_batch(pool, b, inp, out))
-        tokens_out = reps * b * spec.tokens_per_step / bd.interval_s
+        work = _mixed_batch(pool, b, inp, out)
+    bd = step(work)
+    off = _offload(cluster, model, dep, pool, fp, work, bd, coll, expert_inclusion)
+    extra = off.time_s if off is not None else 0.0
+    time_s, interval_s = bd.time_s + extra, bd.interval_s + extra
+    if pool.role == "prefill":
+        rate = reps * per_step / interval_s
+        ttft, tpot, tokens_out = time_s, None, 0.0
+    elif pool.role == "decode":
+        tokens_out = reps * b * spec.tokens_per_step / interval_s
+        rate, ttft, tpot = tokens_out / out, None, time_s / spec.tokens_per_step
+    else:
+        tokens_out = reps * b * spec.tokens_per_step / interval_s
         chunk = pool.scheduler.chunked_prefill_tokens or inp
         rate = tokens_out / out
-        ttft, tpot = math.ceil(inp / chunk) * bd.time_s, bd.time_s / spec.tokens_per_step
+        ttft, tpot = math.ceil(inp / chunk) * time_s, time_s / spec.tokens_per_step
+    # power: the device waits at its context-resident idle draw for fetched experts (as the simulator)
+    idle = idle_power_w(step.device, context_resident=True)
+    power = (bd.power_w * bd.time_s + idle * extra) / time_s if extra > 0 else bd.power_w
     return PoolEstimate(
         pool=pool.name, role=pool.role, device=step.device, devices=pool.devices, batch=b, kv_limited_batch=kv_limit, footprint=fp,
-        step=bd, step_s=bd.time_s, requests_per_s=rate, input_tokens_per_s=rate * inp,
+        step=bd, step_s=time_s, requests_per_s=rate, input_tokens_per_s=rate * inp,
         output_tokens_per_s=rate * out if pool.role != "prefill" else 0.0, ttft_s=ttft, tpot_s=tpot,
-        power_w=bd.power_w * pool.devices, usd_per_s=cluster.usd_per_s_of(pool.device_range), cost=step)
+        power_w=power * pool.devices, usd_per_s=cluster.usd_per_s_of(pool.device_range), cost=step,
+        offload=off)
 
 
 def _kv_transfer_s(coll: Collectives, model: Model, dep: Deployment, pools: tuple[Pool, ...], inp: int) -> float:
@@ -198,16 +236,20 @@ def _kv_transfer_s(coll: Collectives, model: Model, dep: Deployment, pools: tupl
 
 
 def estimate(cluster: Cluster, model: Model, deployment: Deployment, *, input_tokens: int, output_tokens: int,
-             batch: int | None = None, concurrency: int | None = None) -> Estimate:
+             batch: int | None = None, concurrency: int | None = None,
+             expert_inclusion: np.ndarray | None = None) -> Estimate:
     """Steady-state throughput, latency, memory, power and cost of ``deployment`` (with
-    ``concurrency`` closed-loop clients when given; see the module docstring)."""
+    ``concurrency`` closed-loop clients when given; see the module docstring).
+    ``expert_inclusion`` (``(E,)`` or ``(moe_layers, E)``: the chance that a token picks each
+    expert, from the routing model) prices expert-cache misses under skewed routing; uniform
+    when omitted."""
     if input_tokens < 1 or output_tokens < 1:
         raise ValueError("input and output tokens must be >= 1")
     if concurrency is not None and concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     coll = Collectives(cluster)
     pools = tuple(pool_estimate(cluster, model, deployment, p, input_tokens, output_tokens, batch, coll,
-                                concurrency if p.role != "prefill" else None)
+                                concurrency if p.role != "prefill" else None, expert_inclusion)
                   for p in deployment.pools)
     prices = [p.usd_per_s for p in pools]
     usd = None if any(x is None for x in prices) else float(sum(x for x in prices if x is not None))

@@ -34,6 +34,7 @@ from hwsim.perf.batch import Batch
 from hwsim.perf.expert_cache import ExpertCache
 from hwsim.perf.memory import footprint
 from hwsim.perf.offload import OffloadCost, OffloadStep
+from hwsim.perf.offload_estimate import attention_share
 from hwsim.perf.power import idle_power_w
 from hwsim.perf.step import StepCost
 from hwsim.sim.metrics import OFFLOAD_STEP_COLUMNS, Columns, OffloadStats
@@ -48,7 +49,6 @@ if TYPE_CHECKING:
     from hwsim.sim.run import Simulation
     from hwsim.spec.scenario import Scenario
 
-_ATTENTION_ROWS = ("norm", "_proj", "attn_", "kv_write")
 
 
 class ExpertTiers:
@@ -97,14 +97,7 @@ class ExpertTiers:
     @staticmethod
     def _attention_shares(cost: StepCost) -> tuple[float, float]:
         """Share of a step's operator time in attention, for (prefill, decode) reference steps."""
-        out = []
-        for batch in (Batch.prefill(1, 512), Batch.decode(1, 1024)):
-            bd = cost(batch)
-            total = sum(r.cost.time_s * r.count for r in bd.ops)
-            att = sum(r.cost.time_s * r.count for r in bd.ops
-                      if any(tag in r.cost.name.split(".", 1)[-1] for tag in _ATTENTION_ROWS))
-            out.append(att / total if total > 0 else 0.0)
-        return out[0], out[1]
+        return attention_share(cost(Batch.prefill(1, 512))), attention_share(cost(Batch.decode(1, 1024)))
 
     # -- the engine's hooks -----------------------------------------------------------------
     def forget(self, key: int) -> None:

@@ -55,6 +55,8 @@ token count. ``benchmarks/bench_routing.py`` measures every model and the stream
 
 from __future__ import annotations
 
+import numpy as np
+
 from hwsim.errors import join_path
 from hwsim.spec.deployment import RoutingRef
 from hwsim.spec.moe import MoESpec
@@ -83,6 +85,7 @@ __all__ = [
     "HistogramRouting",
     "ROUTING_MODELS",
     "make_routing",
+    "inclusion_table",
     "ExpertPlacement",
     "contiguous_placement",
     "round_robin_placement",
@@ -105,3 +108,10 @@ def make_routing(ref: RoutingRef, moe: MoESpec, *, path: str = "experts.routing"
     extra = {key: params.pop(key) for key in WRAPPER_KEYS if key in params}
     base = cls.from_params(params, moe, path=path)
     return wrap(base, extra, path) if extra else base
+
+
+def inclusion_table(ref: RoutingRef, moe: MoESpec, layers: int) -> np.ndarray:
+    """``(layers, E)`` chance that a token picks each expert in each MoE layer under the routing
+    model ``ref`` (what the closed-form estimate prices expert-cache misses with)."""
+    routing = make_routing(ref, moe)
+    return np.stack([np.asarray(routing.inclusion(layer), dtype=float) for layer in range(layers)])

@@ -1,0 +1,173 @@
+"""Expected cost of expert-cache misses in a steady-state step (``hwsim estimate``).
+
+The simulator routes every step's tokens through real expert caches
+(:mod:`hwsim.perf.expert_cache`); the closed-form estimate has no step history, so it prices
+the *expected* misses of its steady step instead, with the same per-miss costs
+(:class:`~hwsim.perf.offload.OffloadCost`: contended host-link fetches, flash reads, CPU
+experts, prefetch windows).
+
+Per MoE layer and EP rank, a step of ``T`` tokens touches expert ``e`` with probability
+``a_e = 1 - (1 - p_e)^T`` (``p_e``: the routing model's chance that a token picks ``e``;
+uniform ``k / E`` unless given). A cache of ``C`` slots then hits ``e`` with probability:
+
+* ``lru`` (and ``fifo``, ``window``, approximated as LRU): Che's approximation (Che, Tung and
+  Wang, IEEE JSAC 2002; exact in the limit of many experts, accurate for few): an expert is
+  resident when it was touched in the last ``t_c`` steps, ``h_e = 1 - (1 - a_e)^t_c``, with the
+  characteristic time ``t_c`` such that ``sum_e h_e = C``;
+* ``static`` and ``lfu``: the ``C`` most-touched experts are pinned (LFU converges to them
+  under stationary routing).
+
+A step expects ``m_e = a_e (1 - h_e)`` misses of ``e``, each carrying its ``T p_e / a_e``
+expected tokens. The expected misses of each rank are rounded up to whole experts (the ones
+most likely to miss), costed by :meth:`OffloadCost.step
+<hwsim.perf.offload.OffloadCost.step>`, and the cost is scaled back by expected / whole
+misses. Flash-backed caches read every miss from flash (the DRAM window of
+``flash.window_tokens`` is not credited: an upper bound). Prefetch marks ``accuracy`` of the
+misses as prefetched and adds the wrong guesses (the next most likely misses, no tokens).
+All MoE layers share the routing of the first unless a per-layer ``inclusion`` is given.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hwsim.perf.offload import OffloadCost
+from hwsim.perf.step import StepBreakdown
+
+ATTENTION_ROW_TAGS = ("norm", "_proj", "attn_", "kv_write")
+"""Operator-name tags of a layer's attention part (the window a pre-attention prefetch hides in)."""
+
+
+def attention_share(step: StepBreakdown) -> float:
+    """Share of a step's operator time spent in attention rows (:data:`ATTENTION_ROW_TAGS`)."""
+    total = sum(r.cost.time_s * r.count for r in step.ops)
+    att = sum(r.cost.time_s * r.count for r in step.ops
+              if any(tag in r.cost.name.split(".", 1)[-1] for tag in ATTENTION_ROW_TAGS))
+    return att / total if total > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OffloadExpectation:
+    """Expected miss cost of one steady step of one replica."""
+
+    time_s: float              # seconds the misses add to the step
+    hit_rate: float            # expected hits / expected touches, over the step's layers and ranks
+    misses: float              # expected experts missed per step (all MoE layers, all ranks)
+    fetched_bytes: float       # expected bytes brought into device memory per step (all ranks)
+
+
+def hit_probabilities(access: np.ndarray, capacity: int, policy: str) -> np.ndarray:
+    """Chance that each expert is resident when a step touches it (see the module docstring).
+
+    >>> hit_probabilities(np.full(8, 0.25), 4, "lru").round(3)
+    array([0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    >>> hit_probabilities(np.array([0.9, 0.5, 0.1]), 1, "static")
+    array([1., 0., 0.])
+    """
+    a = np.clip(np.asarray(access, dtype=float), 0.0, 1.0)
+    n = a.size
+    if capacity >= n:
+        return np.ones(n)
+    if capacity <= 0:
+        return np.zeros(n)
+    if policy in ("static", "lfu"):
+        h = np.zeros(n)
+        h[np.argsort(-a, kind="stable")[:capacity]] = 1.0
+        return h
+    always = a >= 1.0
+    if always.sum() >= capacity:
+        h = np.zeros(n)
+        h[np.flatnonzero(always)[:capacity]] = 1.0
+        return h
+    rate = -np.log1p(-np.where(always, 0.0, a))    # Bernoulli per step -> rate per step
+
+    def resident(t: float) -> np.ndarray:
+        return np.where(always, 1.0, -np.expm1(-rate * t))
+
+    lo, hi = 0.0, 1.0
+    while resident(hi).sum() < capacity and hi < 1e12:
+        hi *= 2.0
+    for _ in range(100):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if resident(mid).sum() < capacity else (lo, mid)
+    return resident(hi)
+
+
+def expected_offload(cost: OffloadCost, *, tokens: float, inclusion: np.ndarray, capacity: int, layers: int,
+                     layer_time_s: float, attention_share: float) -> OffloadExpectation:
+    """Expected seconds, hit rate, misses and fetched bytes of one step of ``tokens`` tokens.
+
+    ``inclusion``: ``(E,)`` or ``(layers, E)`` chance that a token picks each expert;
+    ``capacity``: cache slots per MoE layer on each EP rank; ``layer_time_s`` and
+    ``attention_share``: one layer's step time and its attention part (the prefetch windows).
+    """
+    off = cost.offload
+    inc = np.atleast_2d(np.asarray(inclusion, dtype=float))
+    per_layer = inc.shape[0] > 1
+    rows = inc if per_layer else inc[:1]
+    pre = off.prefetch
+    window = 0.0
+    if pre.enabled:
+        window = layer_time_s if pre.source == "predictor" else layer_time_s * attention_share
+    lay, exp, tok, fetched = [], [], [], []
+    expected = whole = touched = hits = 0.0
+    for li, p in enumerate(rows):
+        a = -np.expm1(tokens * np.log1p(-np.clip(p, 0.0, 1.0 - 1e-15)))     # 1 - (1 - p)^T
+        for r in range(cost.ranks):
+            mine = np.flatnonzero(cost.rank_of_expert == r)
+            h = hit_probabilities(a[mine], capacity, off.policy)
+            m = a[mine] * (1.0 - h)
+            touched += float(a[mine].sum())
+            hits += float((a[mine] * h).sum())
+            n = float(m.sum())
+            if n <= 1e-12:
+                continue
+            k = min(mine.size, math.ceil(n - 1e-9))
+            expected += n
+            whole += k
+            order = np.argsort(-m, kind="stable")
+            pick = mine[order[:k]]
+            lay.append(np.full(k, li, np.int64))
+            exp.append(pick)
+            tok.append(np.maximum(1, np.round(tokens * p[pick] / np.maximum(a[pick], 1e-30))).astype(np.int64))
+            fetched.append(np.zeros(k, bool))
+            if pre.enabled:
+                right = round(pre.accuracy * k)
+                fetched[-1][:right] = True
+                wrong = mine[order[k:k + (k - right)]]
+                if wrong.size:
+                    lay.append(np.full(wrong.size, li, np.int64))
+                    exp.append(wrong)
+                    tok.append(np.zeros(wrong.size, np.int64))
+                    fetched.append(np.ones(wrong.size, bool))
+    hit_rate = hits / touched if touched > 0 else 1.0
+    scale_layers = 1 if per_layer else layers
+    if not lay:
+        return OffloadExpectation(time_s=0.0, hit_rate=hit_rate, misses=0.0, fetched_bytes=0.0)
+    layer = np.concatenate(lay)
+    expert = np.concatenate(exp)
+    st = cost.step(layer=layer, expert=expert, tokens=np.concatenate(tok),
+                   flash=np.full(layer.size, off.backing == "flash"), prefetched=np.concatenate(fetched),
+                   gpu_layer_s=_expected_gpu_layer_s(cost, rows, tokens), window_s=window)
+    share = expected / whole
+    return OffloadExpectation(time_s=st.time_s * share * scale_layers, hit_rate=hit_rate,
+                              misses=expected * scale_layers,
+                              fetched_bytes=st.fetched_bytes * share * scale_layers)
+
+
+def _expected_gpu_layer_s(cost: OffloadCost, inclusion: np.ndarray, tokens: float) -> np.ndarray:
+    """``(layers, R)`` expected GPU time of each rank's experts with every expert resident: each
+    expert is touched with probability ``a_e`` and then carries ``T p_e / a_e`` tokens."""
+    out = np.zeros((inclusion.shape[0], cost.ranks))
+    for li, p in enumerate(inclusion):
+        a = -np.expm1(tokens * np.log1p(-np.clip(p, 0.0, 1.0 - 1e-15)))
+        per = np.where(a > 0, tokens * p / np.maximum(a, 1e-30), 0.0)
+        t = a * cost.gpu_s(per)
+        out[li] = np.bincount(cost.rank_of_expert, weights=t, minlength=cost.ranks)
+    return out
+
+
+__all__ = ["ATTENTION_ROW_TAGS", "OffloadExpectation", "attention_share", "expected_offload", "hit_probabilities"]

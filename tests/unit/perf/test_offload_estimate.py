@@ -1,0 +1,91 @@
+"""Expected expert-cache misses in the closed-form estimate: Che's approximation against the
+cache simulator, and the estimate against the serving simulator on the offload example."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hwsim.io.scenario import load_scenario
+from hwsim.perf.estimate import estimate
+from hwsim.perf.expert_cache import ExpertCache
+from hwsim.perf.offload_estimate import hit_probabilities
+
+REPO = Path(__file__).resolve().parents[3]
+OFFLOAD = REPO / "examples" / "mixtral-offload-24gb"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.001, 0.999), min_size=2, max_size=40), st.integers(0, 45))
+def test_lru_holds_capacity_experts_on_average(access, capacity):
+    a = np.array(access)
+    h = hit_probabilities(a, capacity, "lru")
+    assert np.all((h >= 0) & (h <= 1 + 1e-12))
+    assert h.sum() == pytest.approx(min(capacity, a.size), abs=1e-6)
+    # more often touched, more often resident
+    order = np.argsort(a)
+    assert np.all(np.diff(h[order]) >= -1e-9)
+    if capacity < a.size:
+        assert np.all(hit_probabilities(a, capacity + 1, "lru") >= h - 1e-12)
+
+
+def test_static_pins_the_most_touched():
+    a = np.array([0.2, 0.9, 0.5, 0.1])
+    np.testing.assert_array_equal(hit_probabilities(a, 2, "static"), [0, 1, 1, 0])
+    np.testing.assert_array_equal(hit_probabilities(a, 2, "lfu"), [0, 1, 1, 0])
+    np.testing.assert_array_equal(hit_probabilities(a, 9, "lru"), [1, 1, 1, 1])
+    np.testing.assert_array_equal(hit_probabilities(a, 0, "lru"), [0, 0, 0, 0])
+
+
+@pytest.mark.parametrize(("tokens", "capacity", "skew"), [(1, 2, 0.0), (4, 16, 0.0), (1, 8, 1.0), (8, 24, 0.8)])
+def test_che_matches_the_lru_cache_simulator(tokens, capacity, skew):
+    experts, k, steps = 64, 4, 4000
+    rng = np.random.default_rng(7)
+    w = 1.0 / np.arange(1, experts + 1) ** skew
+    w /= w.sum()
+    # top-k without replacement, weighted (Gumbel top-k), for every token of every step at once
+    keys = np.log(w) + rng.gumbel(size=(steps * tokens, experts))
+    picks = np.argpartition(-keys, k - 1, axis=1)[:, :k].reshape(steps, tokens, 1, k)
+    cache = ExpertCache(1, experts, capacity, "lru", warm=False)
+    hits = touched = 0
+    for i in range(steps):
+        res = cache.step(picks[i])
+        if i >= 200:                      # past the cold start
+            hits += int(res.hits.sum())
+            touched += int(res.hits.sum() + res.misses.sum())
+    # per-token inclusion of the same draw, estimated from the draws
+    inc = np.bincount(picks.ravel(), minlength=experts) / (steps * tokens)
+    a = 1.0 - (1.0 - inc) ** tokens
+    h = hit_probabilities(a, capacity, "lru")
+    assert (a * h).sum() / a.sum() == pytest.approx(hits / touched, abs=0.03)
+
+
+@pytest.mark.parametrize("config", ["lru", "no-cache", "int4-lru"])
+def test_estimate_prices_misses_like_the_simulator(config):
+    from hwsim.sim.run import simulate
+    from hwsim.workload.request import Request
+    from hwsim.workload.routing import make_routing
+
+    sc = load_scenario(OFFLOAD / f"{config}.yaml")
+    moe = sc.model.moe
+    routing = make_routing(sc.deployment.experts.routing, moe)
+    inc = np.stack([routing.inclusion(layer) for layer in range(sc.model.num_moe_layers)])
+    est = estimate(sc.cluster, sc.model, sc.deployment, input_tokens=32, output_tokens=64, batch=1,
+                   expert_inclusion=inc)
+    (pool,) = est.pools
+    assert pool.offload is not None and pool.offload.time_s > 0
+    res = simulate(sc, [Request(request_id=0, arrival_s=0.0, input_tokens=32, output_tokens=64)], seed=0)
+    r = res.requests
+    tpot = (r["finish_s"][0] - r["first_token_s"][0]) / (r["generated_tokens"][0] - 1)
+    assert est.tpot_s == pytest.approx(tpot, rel=0.2)
+
+
+def test_without_offload_nothing_is_added():
+    sc = load_scenario(REPO / "examples" / "h100-qwen3-30b-a3b" / "cluster.yaml")
+    est = estimate(sc.cluster, sc.model, sc.deployment, input_tokens=512, output_tokens=64)
+    assert est.pools[0].offload is None
+    assert est.pools[0].step_s == pytest.approx(est.pools[0].step.time_s)
