@@ -83,17 +83,23 @@ def hit_probabilities(access: np.ndarray, capacity: int, policy: str) -> np.ndar
         h[np.flatnonzero(always)[:capacity]] = 1.0
         return h
     rate = -np.log1p(-np.where(always, 0.0, a))    # Bernoulli per step -> rate per step
+    need = capacity - float(always.sum())
 
     def resident(t: float) -> np.ndarray:
         return np.where(always, 1.0, -np.expm1(-rate * t))
 
-    lo, hi = 0.0, 1.0
-    while resident(hi).sum() < capacity and hi < 1e12:
-        hi *= 2.0
-    for _ in range(100):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if resident(mid).sum() < capacity else (lo, mid)
-    return resident(hi)
+    # Newton on the concave, increasing sum of the others' residence (from below: it never
+    # overshoots), bracketed by bisection as a safeguard
+    lo, hi, t = 0.0, math.inf, need / max(float(rate.sum()), 1e-300)
+    for _ in range(200):
+        e = np.exp(-rate * t)
+        f = float((1.0 - e)[~always].sum()) - need
+        if abs(f) <= 1e-10 * max(need, 1.0):
+            break
+        lo, hi = (t, hi) if f < 0 else (lo, t)
+        step = t - f / max(float((rate * e)[~always].sum()), 1e-300)
+        t = step if lo < step < hi else (0.5 * (lo + hi) if math.isfinite(hi) else 2.0 * t + 1.0)
+    return resident(t)
 
 
 def expected_offload(cost: OffloadCost, *, tokens: float, inclusion: np.ndarray, capacity: int, layers: int,
