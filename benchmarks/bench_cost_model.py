@@ -46,6 +46,17 @@ def main() -> None:
     t0 = time.perf_counter()
     estimate(sc.cluster, sc.model, sc.deployment, input_tokens=1024, output_tokens=256)
     print(f"estimate (footprint + steady step + collectives), same scenario: {(time.perf_counter() - t0) * 1e3:.0f} ms")
+    from hwsim.workload.routing import inclusion_table
+
+    off = load_scenario(REPO / "examples" / "mixtral-offload-24gb" / "lru.yaml")
+    inc = inclusion_table(off.deployment.experts.routing, off.model.moe, off.model.num_moe_layers)
+    estimate(off.cluster, off.model, off.deployment, input_tokens=32, output_tokens=256, expert_inclusion=inc)
+    runs = 10
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        estimate(off.cluster, off.model, off.deployment, input_tokens=32, output_tokens=256, expert_inclusion=inc)
+    print(f"estimate with expected expert-offload misses (Mixtral, LRU cache, 32 layers): "
+          f"{(time.perf_counter() - t0) / runs * 1e3:.0f} ms")
 
 
 if __name__ == "__main__":
