@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hwsim.validate.endtoend import read_index
+from hwsim.validate.offload import GAPS as OFFLOAD_GAPS
 from hwsim.validate.run import Validation
 from hwsim.validate.shared import REPO
 
@@ -43,9 +44,14 @@ NOTES = {
               "round figures ('about').",
     "end-to-end": "Closed-form steady state (`hwsim estimate`, mode estimate) or the serving "
                   "simulator on a seeded Poisson trace (mode simulate) on the scenario of each case; "
+                  "the placement and overlap rows (EPLB, MoGE, Comet) are built in code "
+                  "(`hwsim/validate/offload.py`, which states their assumptions); "
                   "nothing is fitted to these rows. Rows beyond 20% are known gaps, explained per case "
                   "below.",
-    "offload": "Offload cases listed with what hwsim needs to express them.",
+    "offload": "The moe-lrc hit rates replay a synthetic routing trace through hwsim's expert cache "
+               "(`hwsim/validate/offload.py`: assumed routing, whose locality was chosen on the 1 x top-k "
+               "row, so that row is not counted); the other offload cases are listed with what hwsim "
+               "needs to express them.",
 }
 
 
@@ -86,6 +92,8 @@ def footer(v: Validation, gaps: dict[str, str] | None = None) -> str:
             lines += ["## Cases hwsim cannot express yet", "", "| case | missing feature |", "|---|---|"]
             lines += [f"| {e['id']} | {str(e['missing']).strip()} |" for e in missing]
             lines.append("")
+    present = {r.case for r in v.rows}
+    gaps = {**{k: t for k, t in OFFLOAD_GAPS.items() if k in present}, **(gaps or {})}
     if gaps:
         lines += ["## Known gaps", ""] + [f"- **{k}**: {t}" for k, t in gaps.items()] + [""]
     return "\n".join(lines)

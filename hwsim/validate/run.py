@@ -1,7 +1,8 @@
 """Collect the validation rows of the selected kinds.
 
-Operator, communication and power rows are built from the published cases alone (the package
-carries their scenarios); memory and end-to-end rows come from the runnable index
+Operator, communication and power rows, and the offload and placement rows of
+:mod:`hwsim.validate.offload`, are built from the published cases alone (the package carries
+their scenarios); memory and end-to-end rows come from the runnable index
 (``validation/cases.yaml`` by default), which names a scenario file per case and also lists, of
 any kind, the cases hwsim cannot express yet.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 from hwsim.errors import SpecError
 from hwsim.validate.comm import comm_rows
 from hwsim.validate.endtoend import DEFAULT_INDEX, end_to_end_rows
+from hwsim.validate.offload import offload_placement_rows
 from hwsim.validate.operators import operator_rows
 from hwsim.validate.power import power_rows
 from hwsim.validate.rows import KINDS, ValidationRow
@@ -54,6 +56,7 @@ def run_validation(*, kinds: Iterable[str] | str | None = None, shared_dir: str 
         rows += comm_rows(shared)
     if "power" in selected:
         rows += power_rows(shared.cases)
+    rows += offload_placement_rows(shared, selected)
     idx = Path(index) if index is not None else (DEFAULT_INDEX if DEFAULT_INDEX.is_file() else None)
     if idx is not None:   # the index may also list operator or power cases that cannot run yet
         rows += end_to_end_rows(shared, idx, selected)
