@@ -24,9 +24,11 @@ def validate(cases_file: str | None, kinds: str | None, shared_dir: str | None, 
              write_docs: bool, check: bool) -> None:
     """Predict published measurements and print predicted vs measured with the signed % error.
 
-    Operator, communication and power rows come from the published cases; memory and
-    end-to-end rows from the runnable index CASES.yaml (default: validation/cases.yaml), which
-    maps each case to a scenario file. Prints a table per kind and the median |error| per kind.
+    Operator, communication, power and the offload/placement rows come from the published cases;
+    memory and end-to-end rows from the runnable index CASES.yaml (default:
+    validation/cases.yaml), which maps each case to a scenario file and lists, with what hwsim
+    lacks, every case it cannot express yet. Prints a table per kind and the median |error| per
+    kind.
     """
     from hwsim.report import validation as report
     from hwsim.validate import run_validation
