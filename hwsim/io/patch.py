@@ -31,7 +31,7 @@ from hwsim.errors import SpecError
 from hwsim.io.source import Document
 from hwsim.registry import suggest
 
-__all__ = ["parse_path", "format_path", "check_path", "apply_patch", "patch_document", "read_patch_file"]
+__all__ = ["parse_path", "format_path", "check_path", "apply_patch", "patch_document", "read_patch", "read_patch_file"]
 
 Step = str | int
 _TOKEN = re.compile(r"([^.\[\]]+)|\[(\d+)\]|(\.)")
@@ -167,9 +167,25 @@ def apply_patch(data: Any, patch: Mapping[str, Any] | Iterable[tuple[str, Any]])
     return out
 
 
-def patch_document(doc: Document, patch: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> Document:
-    """``doc`` with ``patch`` applied; errors while building it still point at the base file's lines."""
-    return replace(doc, data=apply_patch(doc.data, patch))
+def patch_document(doc: Document, patch: Mapping[str, Any] | Iterable[tuple[str, Any]],
+                   source: Document | None = None) -> Document:
+    """``doc`` with ``patch`` applied. Errors in values the patch set point at ``source`` (the
+    patch file: its ``set:`` line for that path) when given; others at the base file's lines."""
+    items = list(patch.items() if isinstance(patch, Mapping) else patch)
+    out = replace(doc, data=apply_patch(doc.data, items))
+    if source is None:
+        return out
+    origins = tuple((format_path(parse_path(path)), source.file, source.line_of(f"set.{path}"))
+                    for path, _ in items)
+    return replace(out, origins=doc.origins + origins)
+
+
+def read_patch(path: str | Path) -> tuple[dict[str, Any], Document]:
+    """:func:`read_patch_file`'s mapping and the parsed patch file (for locating errors)."""
+    from hwsim.io.source import read_document
+
+    doc = read_document(path)
+    return _changes(doc), doc
 
 
 def read_patch_file(path: str | Path) -> dict[str, Any]:
@@ -184,9 +200,10 @@ def read_patch_file(path: str | Path) -> dict[str, Any]:
     Paths are checked when the patch is applied to a document; relative file names inside
     values are read relative to the patched cluster file, as if written there.
     """
-    from hwsim.io.source import read_document
+    return read_patch(path)[0]
 
-    doc = read_document(path)
+
+def _changes(doc: Document) -> dict[str, Any]:
     data = doc.data
     if not isinstance(data, dict):
         raise SpecError("a patch file is a mapping with 'kind: patch' and 'set:'", file=doc.file,

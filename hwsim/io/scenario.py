@@ -10,7 +10,7 @@ from hwsim.errors import SpecError
 from hwsim.io.build_deployment import build_deployment, routing_files
 from hwsim.io.fields import Fields
 from hwsim.io.load import Context, _ensure_builders
-from hwsim.io.patch import patch_document, read_patch_file
+from hwsim.io.patch import patch_document, read_patch
 from hwsim.io.placement import deployment_placement
 from hwsim.io.source import Document, read_document
 from hwsim.io.validate import check_schema
@@ -33,7 +33,8 @@ def load_scenario(path: str | Path, extra: Sequence[str | Path] = (),
     hashes = {str(path): file_sha256(path)}
     for patch in patches:
         try:
-            doc = patch_document(doc, read_patch_file(patch))
+            changes, source = read_patch(patch)
+            doc = patch_document(doc, changes, source)
         except SpecError as err:
             if err.file is None:
                 raise err.with_context(file=str(patch)) from None

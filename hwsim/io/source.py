@@ -21,6 +21,16 @@ class Document:
     data: Any
     file: str
     lines: dict[str, int] = field(default_factory=dict)
+    origins: tuple[tuple[str, str, int | None], ...] = ()
+    """``(field path, file, line)`` of values set by patch files: an error at or below such a
+    path points at the patch file's line that set it (the last patch wins)."""
+
+    def origin_of(self, path: str) -> tuple[str, int | None] | None:
+        """``(file, line)`` of the patch that set ``path`` or one of its ancestors, if any."""
+        for where, file, line in reversed(self.origins):
+            if path == where or path.startswith((where + ".", where + "[")):
+                return file, line
+        return None
 
     def line_of(self, path: str) -> int | None:
         """Line of ``path`` or of its closest ancestor that has one."""
@@ -36,7 +46,17 @@ class Document:
     def error(self, err: SpecError, prefix: str = "") -> SpecError:
         """Locate ``err`` (whose path is relative to ``prefix``) in this document."""
         full = join_path(prefix, err.path)
-        return err.with_context(file=self.file, prefix=prefix, line=self.line_of(full))
+        patched = self.origin_of(full)
+        if patched is not None:
+            return err.with_context(file=patched[0], prefix=prefix, line=patched[1])
+        located = err.with_context(file=self.file, prefix=prefix, line=self.line_of(full))
+        inner = [(w, f, n) for w, f, n in self.origins if full and w.startswith((full + ".", full + "["))]
+        if not inner:
+            return located
+        # the error is about a block in which a patch changed a value: say where that came from
+        sets = "; ".join(f"{w} set by {f}" + (f":{n}" if n is not None else "") for w, f, n in inner)
+        return SpecError(f"{located.message} ({sets})", file=located.file, path=located.path,
+                         expected=located.expected, found=located.found, line=located.line)
 
 
 def _walk(node: yaml.Node, path: str, lines: dict[str, int], file: str) -> None:

@@ -61,3 +61,40 @@ def test_estimate_accepts_a_patch(tmp_path):
     res = CliRunner().invoke(main, ["estimate", str(CLUSTER), "--patch", str(patch), "--json", str(out)])
     assert res.exit_code == 0, res.output
     assert out.is_file()
+
+
+@pytest.mark.parametrize(("value", "path", "fragment"), [
+    ("deployment.overlap: sometimes", "deployment.overlap", "two-microbatch"),
+    ("deployment.pools[0].parallelism: {tp: 1, attention_dp: 32, ep: 33}", "deployment.pools[0].parallelism",
+     "ep"),
+])
+def test_a_bad_patched_value_points_at_the_patch_files_line(tmp_path, value, path, fragment):
+    patch = _write(tmp_path, f"kind: patch\nsource: test\nset:\n  deployment.experts.placement: round-robin\n"
+                             f"  {value}\n")
+    with pytest.raises(SpecError) as err:
+        load_scenario(CLUSTER, patches=[patch])
+    e = err.value
+    assert e.file == str(patch) and e.line == 5    # the line of that key under set:
+    assert e.path.startswith(path) and fragment in str(e)
+    # the CLI prints that location and exits 2
+    res = CliRunner().invoke(main, ["check", str(CLUSTER), "--patch", str(patch)])
+    assert res.exit_code == 2 and f"{patch}:5" in res.output
+
+
+def test_an_error_about_a_block_holding_a_patched_value_names_the_patch(tmp_path):
+    patch = _write(tmp_path, "kind: patch\nset:\n  deployment.pools[0].parallelism.ep: 7\n")
+    with pytest.raises(SpecError) as err:
+        load_scenario(CLUSTER, patches=[patch])
+    e = err.value
+    assert e.file == str(CLUSTER) and e.path == "deployment.pools[0].parallelism"   # the block's place
+    assert f"deployment.pools[0].parallelism.ep set by {patch}:3" in str(e)
+
+
+def test_errors_outside_patched_values_still_point_at_the_base_file(tmp_path):
+    src = CLUSTER.read_text(encoding="utf-8").replace("max_batched_tokens: 131072", "max_batched_tokens: -5")
+    base = tmp_path / "cluster.yaml"
+    base.write_text(src, encoding="utf-8")
+    patch = _write(tmp_path, "kind: patch\nset:\n  deployment.experts.placement: round-robin\n")
+    with pytest.raises(SpecError) as err:
+        load_scenario(base, patches=[patch])
+    assert err.value.file == str(base)
