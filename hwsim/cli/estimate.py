@@ -40,6 +40,7 @@ def estimate(cluster_file: str, input_tokens: int | None, output_tokens: int | N
     from hwsim.io.scenario import load_scenario
     from hwsim.perf.estimate import estimate as run_estimate
     from hwsim.report import estimate as report
+    from hwsim.workload.routing import offload_inclusion
 
     sc = load_scenario(cluster_file, catalog_dirs, patch_files)
     rate = None
@@ -51,7 +52,8 @@ def estimate(cluster_file: str, input_tokens: int | None, output_tokens: int | N
     inp, out = input_tokens or 1024, output_tokens or 256
     try:
         est = run_estimate(sc.cluster, sc.model, sc.deployment, input_tokens=inp, output_tokens=out, batch=batch,
-                           concurrency=concurrency, expert_inclusion=_inclusion(sc))
+                           concurrency=concurrency,
+                           expert_inclusion=offload_inclusion(sc.deployment, sc.model))
     except InfeasibleError as err:
         raise SpecError(str(err), file=cluster_file, path="deployment") from None
     lines = report.summary_lines(est)
@@ -102,13 +104,3 @@ def _first_pool_traffic(sc, est):  # type: ignore[no-untyped-def]
     batch = Batch.decode(p.batch, est.input_tokens + est.output_tokens // 2) if pool.role != "prefill" else \
         Batch.prefill(max(1, pool.scheduler.max_batched_tokens // est.input_tokens), est.input_tokens)
     return link_traffic(p.cost, batch)
-
-
-
-def _inclusion(sc):  # type: ignore[no-untyped-def]
-    """Routing inclusion for offloaded experts (their cache hit rate depends on the skew)."""
-    if sc.deployment.experts.offload is None or sc.model.moe is None:
-        return None
-    from hwsim.workload.routing import inclusion_table
-
-    return inclusion_table(sc.deployment.experts.routing, sc.model.moe, sc.model.num_moe_layers)

@@ -118,12 +118,12 @@ def expected_offload(cost: OffloadCost, *, tokens: float, inclusion: np.ndarray,
     window = 0.0
     if pre.enabled:
         window = layer_time_s if pre.source == "predictor" else layer_time_s * attention_share
-    lay, exp, tok, fetched = [], [], [], []
+    lay, exp, tok, prefetched = [], [], [], []
     expected = whole = touched = hits = 0.0
-    for li, p in enumerate(rows):
-        a = -np.expm1(tokens * np.log1p(-np.clip(p, 0.0, 1.0 - 1e-15)))     # 1 - (1 - p)^T
-        for r in range(cost.ranks):
-            mine = np.flatnonzero(cost.rank_of_expert == r)
+    access = _access(rows, tokens)
+    rank_experts = [np.flatnonzero(cost.rank_of_expert == r) for r in range(cost.ranks)]
+    for li, (p, a) in enumerate(zip(rows, access, strict=True)):
+        for mine in rank_experts:
             h = hit_probabilities(a[mine], capacity, off.policy)
             m = a[mine] * (1.0 - h)
             touched += float(a[mine].sum())
@@ -139,16 +139,16 @@ def expected_offload(cost: OffloadCost, *, tokens: float, inclusion: np.ndarray,
             lay.append(np.full(k, li, np.int64))
             exp.append(pick)
             tok.append(np.maximum(1, np.round(tokens * p[pick] / np.maximum(a[pick], 1e-30))).astype(np.int64))
-            fetched.append(np.zeros(k, bool))
+            prefetched.append(np.zeros(k, bool))
             if pre.enabled:
                 right = round(pre.accuracy * k)
-                fetched[-1][:right] = True
+                prefetched[-1][:right] = True
                 wrong = mine[order[k:k + (k - right)]]
                 if wrong.size:
                     lay.append(np.full(wrong.size, li, np.int64))
                     exp.append(wrong)
                     tok.append(np.zeros(wrong.size, np.int64))
-                    fetched.append(np.ones(wrong.size, bool))
+                    prefetched.append(np.ones(wrong.size, bool))
     hit_rate = hits / touched if touched > 0 else 1.0
     scale_layers = 1 if per_layer else layers
     if not lay:
@@ -156,23 +156,28 @@ def expected_offload(cost: OffloadCost, *, tokens: float, inclusion: np.ndarray,
     layer = np.concatenate(lay)
     expert = np.concatenate(exp)
     st = cost.step(layer=layer, expert=expert, tokens=np.concatenate(tok),
-                   flash=np.full(layer.size, off.backing == "flash"), prefetched=np.concatenate(fetched),
-                   gpu_layer_s=_expected_gpu_layer_s(cost, rows, tokens), window_s=window)
+                   flash=np.full(layer.size, off.backing == "flash"), prefetched=np.concatenate(prefetched),
+                   gpu_layer_s=_expected_gpu_layer_s(cost, rows, access, tokens), window_s=window)
     share = expected / whole
     return OffloadExpectation(time_s=st.time_s * share * scale_layers, hit_rate=hit_rate,
                               misses=expected * scale_layers,
                               fetched_bytes=st.fetched_bytes * share * scale_layers)
 
 
-def _expected_gpu_layer_s(cost: OffloadCost, inclusion: np.ndarray, tokens: float) -> np.ndarray:
+def _access(inclusion: np.ndarray, tokens: float) -> np.ndarray:
+    """Chance that a step of ``tokens`` tokens touches each expert: ``1 - (1 - p)^T``."""
+    out: np.ndarray = -np.expm1(tokens * np.log1p(-np.clip(inclusion, 0.0, 1.0 - 1e-15)))
+    return out
+
+
+def _expected_gpu_layer_s(cost: OffloadCost, inclusion: np.ndarray, access: np.ndarray,
+                          tokens: float) -> np.ndarray:
     """``(layers, R)`` expected GPU time of each rank's experts with every expert resident: each
     expert is touched with probability ``a_e`` and then carries ``T p_e / a_e`` tokens."""
     out = np.zeros((inclusion.shape[0], cost.ranks))
-    for li, p in enumerate(inclusion):
-        a = -np.expm1(tokens * np.log1p(-np.clip(p, 0.0, 1.0 - 1e-15)))
+    for li, (p, a) in enumerate(zip(inclusion, access, strict=True)):
         per = np.where(a > 0, tokens * p / np.maximum(a, 1e-30), 0.0)
-        t = a * cost.gpu_s(per)
-        out[li] = np.bincount(cost.rank_of_expert, weights=t, minlength=cost.ranks)
+        out[li] = np.bincount(cost.rank_of_expert, weights=a * cost.gpu_s(per), minlength=cost.ranks)
     return out
 
 

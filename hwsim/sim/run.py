@@ -3,13 +3,13 @@
 Processes: one arrival process streaming the trace (never held in memory), one engine per
 replica (see :mod:`hwsim.sim.engine`), and one KV-transfer process per request moving from a
 prefill to a decode pool (transfers leaving one prefill replica share its link: they queue).
+Every random draw (routing, speculative acceptance) comes from generators spawned from one
+seed, so the same inputs and seed give the same result.
 
 With ``concurrency`` the trace's timestamps are ignored and ``N`` closed-loop clients send its
 requests in order, as benchmark clients at a fixed concurrency do (``trtllm-bench
 --concurrency``, ``vllm bench serve --max-concurrency``): ``N`` start at time 0 and each
 finished (or rejected) request is replaced at once by the next, with no think time.
-Every random draw (routing, speculative acceptance) comes from generators spawned from one
-seed, so the same inputs and seed give the same result.
 """
 
 from __future__ import annotations

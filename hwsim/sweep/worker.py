@@ -102,14 +102,11 @@ def _context(catalog_dirs: tuple[str, ...]) -> Context:
 
 def _estimate(job: Job, sc: Scenario) -> dict[str, float | None]:
     from hwsim.perf.estimate import estimate
+    from hwsim.workload.routing import offload_inclusion
 
-    inclusion = None
-    if sc.deployment.experts.offload is not None and sc.model.moe is not None:
-        from hwsim.workload.routing import inclusion_table
-
-        inclusion = inclusion_table(sc.deployment.experts.routing, sc.model.moe, sc.model.num_moe_layers)
     est = estimate(sc.cluster, sc.model, sc.deployment, input_tokens=job.input_tokens,
-                   output_tokens=job.output_tokens, batch=job.spec.batch, expert_inclusion=inclusion)
+                   output_tokens=job.output_tokens, batch=job.spec.batch,
+                   expert_inclusion=offload_inclusion(sc.deployment, sc.model))
     return estimate_metrics(est, job.metrics)
 
 

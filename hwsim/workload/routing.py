@@ -58,7 +58,8 @@ from __future__ import annotations
 import numpy as np
 
 from hwsim.errors import join_path
-from hwsim.spec.deployment import RoutingRef
+from hwsim.spec.deployment import Deployment, RoutingRef
+from hwsim.spec.model import Model
 from hwsim.spec.moe import MoESpec
 from hwsim.workload.routing_base import ROUTING_MODELS, RoutingBase, RoutingModel
 from hwsim.workload.routing_loads import (
@@ -86,6 +87,7 @@ __all__ = [
     "ROUTING_MODELS",
     "make_routing",
     "inclusion_table",
+    "offload_inclusion",
     "ExpertPlacement",
     "contiguous_placement",
     "round_robin_placement",
@@ -115,3 +117,11 @@ def inclusion_table(ref: RoutingRef, moe: MoESpec, layers: int) -> np.ndarray:
     model ``ref`` (what the closed-form estimate prices expert-cache misses with)."""
     routing = make_routing(ref, moe)
     return np.stack([np.asarray(routing.inclusion(layer), dtype=float) for layer in range(layers)])
+
+
+def offload_inclusion(deployment: Deployment, model: Model) -> np.ndarray | None:
+    """:func:`inclusion_table` of the deployment's routing when its experts are offloaded (what
+    ``estimate(expert_inclusion=...)`` prices cache misses with); None otherwise."""
+    if deployment.experts.offload is None or model.moe is None:
+        return None
+    return inclusion_table(deployment.experts.routing, model.moe, model.num_moe_layers)
