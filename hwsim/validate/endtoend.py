@@ -40,7 +40,7 @@ from hwsim.sim.routing import imbalance_sampler_factory
 from hwsim.sim.run import simulate
 from hwsim.validate.memory import trtllm_budget_rows
 from hwsim.validate.rows import ValidationRow
-from hwsim.validate.shared import REPO, SharedData
+from hwsim.validate.shared import REPO, SharedData, published_entry
 from hwsim.workload.generate import LognormalLengths, PoissonArrivals, generate_requests
 
 DEFAULT_INDEX = REPO / "validation" / "cases.yaml"
@@ -48,17 +48,13 @@ MODES = ("estimate", "simulate", "memory")
 
 
 def _published(case: Mapping[str, Any], name: str) -> tuple[float, str]:
-    for section in ("metrics", "derived"):
-        for m in case.get(section) or ():
-            if isinstance(m, dict) and m.get("name") == name:
-                text = str(m["value"]).rstrip("%").replace(",", "")
-                try:
-                    return float(text), str(m.get("unit", ""))
-                except ValueError:
-                    raise SpecError(f"published case {case.get('id')!r}: metric {name!r} is not a number",
-                                    path="metrics", expected="a number", found=m["value"]) from None
-    raise SpecError(f"published case {case.get('id')!r} has no metric {name!r}", path="metrics",
-                    expected="a metric or derived name of the published case", found=name)
+    m = published_entry(case, name)
+    text = str(m["value"]).rstrip("%").replace(",", "")
+    try:
+        return float(text), str(m.get("unit", ""))
+    except ValueError:
+        raise SpecError(f"published case {case.get('id')!r}: metric {name!r} is not a number",
+                        path="metrics", expected="a number", found=m["value"]) from None
 
 
 def _ours(est: Estimate, name: str) -> float:

@@ -51,7 +51,7 @@ from hwsim.sim.routing import ExpertSampling
 from hwsim.spec.deployment import RoutingRef
 from hwsim.spec.moe import MoESpec
 from hwsim.validate.rows import ValidationRow
-from hwsim.validate.shared import REPO, SharedData
+from hwsim.validate.shared import REPO, SharedData, published_entry
 from hwsim.workload.routing import make_routing
 from hwsim.workload.routing_loads import contiguous_placement, rank_loads
 from hwsim.workload.routing_stream import token_trace
@@ -80,10 +80,7 @@ def _first_number(value: Any, case: str, name: str) -> float:
 
 
 def _named(case: Mapping[str, Any], name: str, section: str = "metrics") -> Any:
-    for m in case.get(section) or ():
-        if isinstance(m, dict) and m.get("name") == name:
-            return m["value"]
-    raise SpecError(f"published case {case.get('id')!r} has no {section[:-1]} {name!r}", path=section, found=name)
+    return published_entry(case, name, (section,))["value"]
 
 
 # ------------------------------------------------------------------ moe-lrc: LRU expert cache

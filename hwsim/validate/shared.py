@@ -7,6 +7,7 @@ else from the working directory (``./../shared/validation`` or ``./shared/valida
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -69,4 +70,15 @@ class SharedData:
         return read_document(self.folder / "hardware-specs.yaml").data
 
 
-__all__ = ["CASE_FILES", "SharedData", "find_shared_dir"]
+def published_entry(case: Mapping[str, Any], name: str,
+                    sections: tuple[str, ...] = ("metrics", "derived")) -> Mapping[str, Any]:
+    """The entry called ``name`` among a published case's ``metrics`` (then ``derived``) values."""
+    for section in sections:
+        for m in case.get(section) or ():
+            if isinstance(m, dict) and m.get("name") == name:
+                return m
+    raise SpecError(f"published case {case.get('id')!r} has no metric {name!r}", path=sections[0],
+                    expected="a metric or derived name of the published case", found=name)
+
+
+__all__ = ["CASE_FILES", "SharedData", "find_shared_dir", "published_entry"]
