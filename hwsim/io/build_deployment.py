@@ -158,10 +158,14 @@ def build_deployment(f: Fields, ctx: Context, doc: Document, cluster: Cluster) -
                         path=f.at("kv_cache_free_fraction"), expected="one of the two",
                         found=f"memory_reserve {f.get('memory_reserve')}, "
                               f"kv_cache_free_fraction {f.get('kv_cache_free_fraction')}")
+    kv_free = f.fraction("kv_cache_free_fraction", None)
+    if kv_free is not None and not 0 < kv_free <= 1:
+        raise SpecError("kv_cache_free_fraction is the KV cache's share of the free memory",
+                        path=f.at("kv_cache_free_fraction"), expected="a fraction in (0, 1]", found=kv_free)
     deployment = build(f.path, Deployment, model_name=model.name, dtypes=dtypes, pools=_pools(f),
                        experts=_experts(f.sub("experts"), Path(doc.file).parent), overlap=f.get("overlap", "none"),
                        memory_reserve_fraction=f.fraction("memory_reserve", 0.1),
-                       kv_cache_free_fraction=f.fraction("kv_cache_free_fraction", None),
+                       kv_cache_free_fraction=kv_free,
                        speculative=_speculative(f.sub("speculative")), cuda_graph=bool(f.get("cuda_graph", True)))
     check_deployment(deployment, model, cluster, f)
     return deployment, model

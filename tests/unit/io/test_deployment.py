@@ -28,6 +28,7 @@ from hwsim.spec.sharding import weight_share
         ("bad_deploy_overlap.yaml", "deployment.overlap", "two-microbatch"),
         ("bad_deploy_mixed_devices_pool.yaml", "deployment.pools[1]", "several types"),
         ("bad_deploy_two_reserves.yaml", "deployment.kv_cache_free_fraction", "give one"),
+        ("bad_deploy_kv_fraction.yaml", "deployment.kv_cache_free_fraction", "(0, 1]"),
     ],
 )
 def test_bad_deployment_names_the_field(datadir, fname, path, fragment):
