@@ -138,6 +138,29 @@ def test_simulate_closed_loop_clients(tmp_path):
     assert run("simulate", cluster, trace, "--concurrency", "0").exit_code == 2
 
 
+def test_simulate_an_offline_run(tmp_path):
+    """A dataset queued at once (trtllm-bench throughput, MLPerf offline): throughput is the run's
+    output over its length, and one request past two full batches decodes alone at the end, so
+    it lowers the run's throughput although it adds work."""
+    cluster = str(REPO / "examples" / "h100-qwen3-30b-a3b" / "cluster.yaml")   # max_seqs 128
+    got = {}
+    for n in (256, 257):
+        trace = tmp_path / f"offline{n}.jsonl"
+        assert run("trace", "generate", "-o", str(trace), "--arrival", "offline", "--count", str(n),
+                   "--input-median", "128", "--input-sigma", "0", "--output-median", "64",
+                   "--output-sigma", "0").exit_code == 0
+        res = run("simulate", cluster, str(trace), "-o", str(tmp_path / f"s{n}"), "--quiet")
+        assert res.exit_code == 0, res.output
+        summary = json.loads((tmp_path / f"s{n}" / "summary.json").read_text())
+        assert summary["requests"]["finished"] == n
+        tp = summary["throughput"]
+        assert tp["window_start_s"] == 0.0
+        assert tp["output_tokens_per_s"] == pytest.approx(n * 64 / tp["window_s"])
+        got[n] = tp
+    assert got[257]["window_s"] > got[256]["window_s"]
+    assert got[257]["output_tokens_per_s"] < got[256]["output_tokens_per_s"]
+
+
 def test_simulate_bad_trace_is_exit_2(tmp_path):
     res = run("simulate", str(REPO / "examples" / "h100-qwen3-30b-a3b" / "cluster.yaml"),
               str(REPO / "tests" / "data" / "traces" / "bad_decreasing.jsonl"), "-o", str(tmp_path / "o"), "--quiet")

@@ -164,6 +164,19 @@ def test_generate_diurnal_with_count_and_tenant(tmp_path: Path) -> None:
     assert {r.tenant for r in requests} == {"web"}
 
 
+def test_generate_offline_queues_every_request_at_time_zero(tmp_path: Path) -> None:
+    out = tmp_path / "o.jsonl"
+    result = _run("generate", "-o", out, "--arrival", "offline", "--count", 300, "--input-median", 1000,
+                  "--input-sigma", 0, "--output-median", 200, "--output-sigma", 0)
+    assert result.exit_code == 0, result.output
+    assert "offline arrivals" in result.output
+    requests = read_requests(out)
+    assert len(requests) == 300
+    assert {r.arrival_s for r in requests} == {0.0}
+    assert {(r.input_tokens, r.output_tokens) for r in requests} == {(1000, 200)}
+    assert [r.request_id for r in requests] == list(range(300))
+
+
 def test_generate_with_an_empirical_lengths_file(tmp_path: Path) -> None:
     out = tmp_path / "e.jsonl"
     assert (
@@ -194,6 +207,9 @@ def test_generate_with_an_empirical_lengths_file(tmp_path: Path) -> None:
         (["--input-sigma", "-1", "--count", "5"], "input_sigma must be"),
         (["--lengths", "nope.csv", "--count", "5"], "nope.csv: file not found"),
         (["--tenant", "", "--count", "5"], "--tenant: empty tenant name"),
+        (["--arrival", "offline"], "--count: offline arrivals all come at time 0"),
+        (["--arrival", "offline", "--count", "5", "--duration", "1min"], "--duration: offline arrivals"),
+        (["--arrival", "offline", "--count", "5", "--rate", "5/s"], "--rate: only used with --arrival poisson"),
     ],
 )
 def test_generate_user_errors(tmp_path: Path, args: list[str], fragment: str) -> None:

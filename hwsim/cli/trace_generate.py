@@ -16,6 +16,7 @@ __all__ = ["generate"]
 
 
 _ARRIVAL_OPTIONS = {
+    "rate": ("poisson", "gamma", "diurnal"),
     "cv": ("gamma",),
     "period": ("diurnal",),
     "peak_to_trough": ("diurnal",),
@@ -35,10 +36,11 @@ _LOGNORMAL_OPTIONS = (
 @output_option
 @click.option(
     "--arrival",
-    type=click.Choice(["poisson", "gamma", "diurnal"]),
+    type=click.Choice(["poisson", "gamma", "diurnal", "offline"]),
     default="poisson",
     show_default=True,
-    help="Arrival process.",
+    help="Arrival process ('offline': every request at time 0, as trtllm-bench throughput or "
+    "MLPerf offline; needs --count).",
 )
 @click.option(
     "--rate",
@@ -164,11 +166,19 @@ def generate(
     Examples:
       hwsim trace generate -o poisson.jsonl --rate 5/s --duration 10min --seed 0
       hwsim trace generate -o bursty.jsonl --arrival gamma --rate 5 --cv 3 --count 20000
+      hwsim trace generate -o offline.jsonl --arrival offline --count 3000 \\
+          --input-median 1000 --input-sigma 0 --output-median 1000 --output-sigma 0
       hwsim trace generate -o day.jsonl --arrival diurnal --rate 2/s --period 1h --duration 2h \\
           --lengths ../shared/data/sharegpt-lengths-sarathi/sharegpt_8k_filtered_stats_llama2_tokenizer.csv
     """
     from hwsim.workload.generate import generate_requests
 
+    if options["arrival"] == "offline" and (count is None or duration_s is not None):
+        raise SpecError(
+            "offline arrivals all come at time 0: say how many",
+            path="--duration" if duration_s is not None else "--count",
+            expected="--count N (and no --duration)",
+        )
     if duration_s is None and count is None:
         raise SpecError(
             "say when to stop", path="--duration", expected="--duration (e.g. '10min') or --count"
@@ -211,9 +221,16 @@ def _check_relevant(ctx: click.Context, options: dict[str, Any]) -> None:
 
 
 def _arrivals(options: dict[str, Any]) -> Any:
-    from hwsim.workload.generate import DiurnalArrivals, GammaArrivals, PoissonArrivals
+    from hwsim.workload.generate import (
+        DiurnalArrivals,
+        GammaArrivals,
+        OfflineArrivals,
+        PoissonArrivals,
+    )
 
     kind, rate = options["arrival"], options["rate"]
+    if kind == "offline":
+        return OfflineArrivals()
     try:
         if kind == "gamma":
             return GammaArrivals(rate_per_s=rate, cv=options["cv"])

@@ -44,6 +44,7 @@ __all__ = [
     "PoissonArrivals",
     "GammaArrivals",
     "DiurnalArrivals",
+    "OfflineArrivals",
     "ARRIVALS",
     "LognormalLengths",
     "EmpiricalLengths",
@@ -167,10 +168,24 @@ class DiurnalArrivals:
             yield candidates[keep]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OfflineArrivals:
+    """Every request queued at time 0: a finite dataset sent at once, as in ``trtllm-bench
+    throughput`` or MLPerf's offline scenario (bound the stream with ``count``). Throughput is
+    then the run's output over its length, the last request's finish included."""
+
+    def times(
+        self, rng: np.random.Generator, *, chunk: int = DEFAULT_CHUNK
+    ) -> Iterator[np.ndarray]:
+        while True:
+            yield np.zeros(chunk)
+
+
 ARRIVALS: Registry[type] = Registry("arrival process")
 ARRIVALS.add("poisson", PoissonArrivals)
 ARRIVALS.add("gamma", GammaArrivals)
 ARRIVALS.add("diurnal", DiurnalArrivals)
+ARRIVALS.add("offline", OfflineArrivals)
 
 
 # ---------------------------------------------------------------- length models
