@@ -47,7 +47,10 @@ NOTES = {
                   "the placement and overlap rows (EPLB, MoGE, Comet) are built in code "
                   "(`hwsim/validate/offload.py`, which states their assumptions); "
                   "nothing is fitted to these rows. Rows beyond 20% are known gaps, explained per case "
-                  "below.",
+                  "below. `python validation/offline_runs.py` replays the TensorRT-LLM perf-overview "
+                  "rows as the offline runs they measure (the dataset queued at once, in the simulator; "
+                  "a few seconds a row, so not part of this table) to separate the cost of a step from "
+                  "the steady-state shortcut.",
     "offload": "The moe-lrc hit rates replay a synthetic routing trace through hwsim's expert cache "
                "(`hwsim/validate/offload.py`: assumed routing, whose locality was chosen on the 1 x top-k "
                "row, so that row is not counted); the other offload cases are listed with what hwsim "
