@@ -15,6 +15,7 @@ from hwsim.workload.generate import (
     EmpiricalLengths,
     GammaArrivals,
     LognormalLengths,
+    OfflineArrivals,
     PoissonArrivals,
     generate_requests,
     make_rng,
@@ -132,7 +133,7 @@ def test_models_validate_their_parameters(factory: object, message: str) -> None
 
 
 def test_registry_of_arrival_processes() -> None:
-    assert ARRIVALS.names() == ["diurnal", "gamma", "poisson"]
+    assert ARRIVALS.names() == ["diurnal", "gamma", "offline", "poisson"]
     with pytest.raises(SpecError, match="did you mean 'poisson'"):
         ARRIVALS.get("poison")
 
@@ -254,3 +255,11 @@ def test_sharegpt_lengths(shared_data: Path) -> None:
     assert model.input_tokens.size == 30_731
     assert int(model.input_tokens[0]) == 74
     assert int(model.output_tokens[0]) == 918
+
+
+def test_offline_arrivals_are_all_at_time_zero_across_chunks() -> None:
+    lengths = LognormalLengths(input_median=100, input_sigma=0.0, output_median=10, output_sigma=0.0)
+    reqs = list(generate_requests(OfflineArrivals(), lengths, seed=3, count=5000, chunk=1024))
+    assert len(reqs) == 5000
+    assert {r.arrival_s for r in reqs} == {0.0}
+    assert [r.request_id for r in reqs] == list(range(5000))
