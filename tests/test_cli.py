@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from click.testing import CliRunner
 
 from hwsim import __version__
 from hwsim.cli import main
+from hwsim.io.scenario import load_scenario
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,6 +161,13 @@ def test_simulate_an_offline_run(tmp_path):
         got[n] = tp
     assert got[257]["window_s"] > got[256]["window_s"]
     assert got[257]["output_tokens_per_s"] < got[256]["output_tokens_per_s"]
+    # validation/offline_runs.py takes the same path (its replays of the perf-overview rows)
+    spec = importlib.util.spec_from_file_location("offline_runs", REPO / "validation" / "offline_runs.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    ours = script.offline_output_tokens_per_s(load_scenario(cluster), 128, 64, 256)
+    assert ours == pytest.approx(got[256]["output_tokens_per_s"], rel=1e-9)
 
 
 def test_simulate_bad_trace_is_exit_2(tmp_path):

@@ -23,7 +23,7 @@ from hwsim.io.scenario import load_scenario
 from hwsim.perf.estimate import estimate
 from hwsim.sim.routing import imbalance_sampler_factory
 from hwsim.sim.run import simulate
-from hwsim.validate.endtoend import read_index
+from hwsim.validate.endtoend import read_index, served_metrics
 from hwsim.validate.shared import SharedData, published_entry
 from hwsim.workload.generate import LognormalLengths, OfflineArrivals, generate_requests
 
@@ -39,7 +39,7 @@ def offline_output_tokens_per_s(scenario: Any, input_tokens: int, output_tokens:
     done = q["status"] == 0
     if not done.all():
         raise RuntimeError(f"{int((~done).sum())} of {requests} requests did not finish")
-    return float(q["generated_tokens"][done].sum() / q["finish_s"][done].max())
+    return served_metrics(q, window_s=float(q["finish_s"].max()))["output_tokens_per_s"]
 
 
 def main(argv: list[str] | None = None) -> int:
