@@ -89,3 +89,29 @@ def test_without_offload_nothing_is_added():
     est = estimate(sc.cluster, sc.model, sc.deployment, input_tokens=512, output_tokens=64)
     assert est.pools[0].offload is None
     assert est.pools[0].step_s == pytest.approx(est.pools[0].step.time_s)
+
+
+def test_a_deployment_wide_cache_costs_only_the_pool_that_overflows():
+    """SGLang's GB200 part II layout: the 4-rank prefill pool holds 140 GB of its experts and
+    prefetches the rest from Grace memory; the 48-rank decode pool holds all of its own."""
+    from dataclasses import replace
+
+    sc = load_scenario(REPO / "validation" / "scenarios" / "sglang-dsv3-gb200-nvl72-part2-b.yaml")
+    est = estimate(sc.cluster, sc.model, sc.deployment, input_tokens=2000, output_tokens=100)
+    prefill, decode = est.pools
+    assert decode.offload is not None
+    assert decode.offload.misses == 0 and decode.offload.time_s == 0 and decode.offload.hit_rate == 1
+    assert prefill.offload is not None
+    assert prefill.offload.misses > 0 and 0.5 < prefill.offload.hit_rate < 1
+    # a prefill step touches every expert: each miss fetches a whole expert
+    assert prefill.offload.fetched_bytes > 20e9
+    # fetched during the previous layer's compute, which is longer: nothing is exposed
+    assert prefill.offload.time_s == pytest.approx(0, abs=1e-6)
+    # without the prefetch the same misses wait on the host link
+    cache = sc.deployment.experts.offload
+    assert cache is not None
+    no_prefetch = replace(sc.deployment, experts=replace(sc.deployment.experts,
+                          offload=replace(cache, prefetch=replace(cache.prefetch, source="none"))))
+    slow = estimate(sc.cluster, sc.model, no_prefetch, input_tokens=2000, output_tokens=100).pools[0]
+    assert slow.offload is not None and slow.offload.time_s > 0.05 * slow.step_s
+    assert slow.step_s > prefill.step_s
