@@ -21,9 +21,14 @@ A step expects ``m_e = a_e (1 - h_e)`` misses of ``e``, each carrying its ``T p_
 expected tokens. The expected misses of each rank are rounded up to whole experts (the ones
 most likely to miss), costed by :meth:`OffloadCost.step
 <hwsim.perf.offload.OffloadCost.step>`, and the cost is scaled back by expected / whole
-misses. Flash-backed caches read every miss from flash (the DRAM window of
-``flash.window_tokens`` is not credited: an upper bound). Prefetch marks ``accuracy`` of the
-misses as prefetched and adds the wrong guesses (the next most likely misses, no tokens).
+misses. Flash-backed caches read a miss from flash unless the expert was used in the last
+``W = flash.window_tokens`` steps, which keep it in host DRAM (the simulator's windowing): a
+miss of ``e`` is in that window with probability ``q_e = 1 - (1 - a_e)^W`` for a pinned cache
+and ``q_e = 1 - (1 - a_e)^max(W - t_c, 0)`` for an LRU-like one (a miss means no touch in the
+last ``t_c`` steps). The step's cost is then the mix of its all-flash and all-DRAM
+evaluations, weighted by the misses' expected DRAM share ``sum m_e q_e / sum m_e``.
+Prefetch marks ``accuracy`` of the misses as prefetched and adds the wrong guesses (the next
+most likely misses, no tokens).
 All MoE layers share the routing of the first unless a per-layer ``inclusion`` is given.
 """
 
@@ -57,6 +62,7 @@ class OffloadExpectation:
     hit_rate: float            # expected hits / expected touches, over the step's layers and ranks
     misses: float              # expected experts missed per step (all MoE layers, all ranks)
     fetched_bytes: float       # expected bytes brought into device memory per step (all ranks)
+    flash_share: float = 0.0   # expected share of those misses read from flash (the rest: DRAM)
 
 
 def hit_probabilities(access: np.ndarray, capacity: int, policy: str) -> np.ndarray:
@@ -67,27 +73,48 @@ def hit_probabilities(access: np.ndarray, capacity: int, policy: str) -> np.ndar
     >>> hit_probabilities(np.array([0.9, 0.5, 0.1]), 1, "static")
     array([1., 0., 0.])
     """
+    return _residence(access, capacity, policy)[0]
+
+
+def dram_probabilities(access: np.ndarray, capacity: int, policy: str, window_steps: int) -> np.ndarray:
+    """Chance that a miss of each expert finds it in the host's DRAM window: the expert was
+    used in one of the last ``window_steps`` steps, though not recently enough to be resident.
+
+    >>> dram_probabilities(np.array([0.5, 0.1]), 0, "static", 2).round(3)
+    array([0.75, 0.19])
+    >>> dram_probabilities(np.full(8, 0.25), 4, "lru", 2)       # t_c = 2.41 steps > 2: none
+    array([0., 0., 0., 0., 0., 0., 0., 0.])
+    """
+    a = np.clip(np.asarray(access, dtype=float), 0.0, 1.0)
+    if window_steps <= 0 or capacity >= a.size:
+        return np.zeros(a.size)
+    _, t_c = _residence(a, capacity, policy)
+    span = max(float(window_steps) - t_c, 0.0)
+    out: np.ndarray = np.where(a >= 1.0, float(span > 0), -np.expm1(span * np.log1p(-np.minimum(a, 1.0 - 1e-15))))
+    return out
+
+
+def _residence(access: np.ndarray, capacity: int, policy: str) -> tuple[np.ndarray, float]:
+    """Residence probabilities and the cache's characteristic time in steps: Che's ``t_c`` for
+    LRU-like policies (a miss means no touch in the last ``t_c`` steps), 0 for pinned caches
+    (a miss is an expert that is never resident)."""
     a = np.clip(np.asarray(access, dtype=float), 0.0, 1.0)
     n = a.size
     if capacity >= n:
-        return np.ones(n)
+        return np.ones(n), math.inf
     if capacity <= 0:
-        return np.zeros(n)
+        return np.zeros(n), 0.0
     if policy in ("static", "lfu"):
         h = np.zeros(n)
         h[np.argsort(-a, kind="stable")[:capacity]] = 1.0
-        return h
+        return h, 0.0
     always = a >= 1.0
     if always.sum() >= capacity:
         h = np.zeros(n)
         h[np.flatnonzero(always)[:capacity]] = 1.0
-        return h
+        return h, 0.0
     rate = -np.log1p(-np.where(always, 0.0, a))    # Bernoulli per step -> rate per step
     need = capacity - float(always.sum())
-
-    def resident(t: float) -> np.ndarray:
-        return np.where(always, 1.0, -np.expm1(-rate * t))
-
     # Newton on the concave, increasing sum of the others' residence (from below: it never
     # overshoots), bracketed by bisection as a safeguard
     lo, hi, t = 0.0, math.inf, need / max(float(rate.sum()), 1e-300)
@@ -99,7 +126,7 @@ def hit_probabilities(access: np.ndarray, capacity: int, policy: str) -> np.ndar
         lo, hi = (t, hi) if f < 0 else (lo, t)
         step = t - f / max(float((rate * e)[~always].sum()), 1e-300)
         t = step if lo < step < hi else (0.5 * (lo + hi) if math.isfinite(hi) else 2.0 * t + 1.0)
-    return resident(t)
+    return np.where(always, 1.0, -np.expm1(-rate * t)), t
 
 
 def expected_offload(cost: OffloadCost, *, tokens: float, inclusion: np.ndarray, capacity: int, layers: int,
@@ -119,7 +146,8 @@ def expected_offload(cost: OffloadCost, *, tokens: float, inclusion: np.ndarray,
     if pre.enabled:
         window = layer_time_s if pre.source == "predictor" else layer_time_s * attention_share
     lay, exp, tok, prefetched = [], [], [], []
-    expected = whole = touched = hits = 0.0
+    expected = whole = touched = hits = in_window = 0.0
+    window_steps = off.flash.window_tokens if off.backing == "flash" else 0
     access = _access(rows, tokens)
     rank_experts = [np.flatnonzero(cost.rank_of_expert == r) for r in range(cost.ranks)]
     for li, (p, a) in enumerate(zip(rows, access, strict=True)):
@@ -133,6 +161,8 @@ def expected_offload(cost: OffloadCost, *, tokens: float, inclusion: np.ndarray,
                 continue
             k = min(mine.size, math.ceil(n - 1e-9))
             expected += n
+            if window_steps:
+                in_window += float((m * dram_probabilities(a[mine], capacity, off.policy, window_steps)).sum())
             whole += k
             order = np.argsort(-m, kind="stable")
             pick = mine[order[:k]]
@@ -155,13 +185,22 @@ def expected_offload(cost: OffloadCost, *, tokens: float, inclusion: np.ndarray,
         return OffloadExpectation(time_s=0.0, hit_rate=hit_rate, misses=0.0, fetched_bytes=0.0)
     layer = np.concatenate(lay)
     expert = np.concatenate(exp)
-    st = cost.step(layer=layer, expert=expert, tokens=np.concatenate(tok),
-                   flash=np.full(layer.size, off.backing == "flash"), prefetched=np.concatenate(prefetched),
-                   gpu_layer_s=_expected_gpu_layer_s(cost, rows, access, tokens), window_s=window)
+    gpu_layer_s = _expected_gpu_layer_s(cost, rows, access, tokens)
+
+    def evaluate(from_flash: bool) -> tuple[float, float]:
+        st = cost.step(layer=layer, expert=expert, tokens=np.concatenate(tok), flash=np.full(layer.size, from_flash),
+                       prefetched=np.concatenate(prefetched), gpu_layer_s=gpu_layer_s, window_s=window)
+        return st.time_s, st.fetched_bytes
+
+    flash_share = 1.0 - in_window / expected if off.backing == "flash" else 0.0
+    time_s, fetched = evaluate(flash_share > 0.0)
+    if 0.0 < flash_share < 1.0:                 # the DRAM window serves the rest of the misses
+        dram_s, _ = evaluate(False)
+        time_s = flash_share * time_s + (1.0 - flash_share) * dram_s
     share = expected / whole
-    return OffloadExpectation(time_s=st.time_s * share * scale_layers, hit_rate=hit_rate,
-                              misses=expected * scale_layers,
-                              fetched_bytes=st.fetched_bytes * share * scale_layers)
+    return OffloadExpectation(time_s=time_s * share * scale_layers, hit_rate=hit_rate,
+                              misses=expected * scale_layers, fetched_bytes=fetched * share * scale_layers,
+                              flash_share=flash_share)
 
 
 def _access(inclusion: np.ndarray, tokens: float) -> np.ndarray:
@@ -181,4 +220,5 @@ def _expected_gpu_layer_s(cost: OffloadCost, inclusion: np.ndarray, access: np.n
     return out
 
 
-__all__ = ["ATTENTION_ROW_TAGS", "OffloadExpectation", "attention_share", "expected_offload", "hit_probabilities"]
+__all__ = ["ATTENTION_ROW_TAGS", "OffloadExpectation", "attention_share", "dram_probabilities", "expected_offload",
+           "hit_probabilities"]

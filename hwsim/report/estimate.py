@@ -55,8 +55,9 @@ def pool_lines(p: PoolEstimate) -> list[str]:
         f"communication {_ms(p.step.communication_s)}, overhead {_ms(p.step.overhead_s)}, "
         f"hidden by overlap {_ms(p.step.hidden_s)}; {format_quantity(p.step.power_w, POWER)} per device",
     ] + ([f"  expert offload: expected hit rate {p.offload.hit_rate:.1%}, {p.offload.misses:,.1f} experts "
-          f"missed and {format_quantity(p.offload.fetched_bytes, BYTES)} fetched per step, "
-          f"+{_ms(p.offload.time_s)} per step"] if p.offload is not None else [])
+          f"missed and {format_quantity(p.offload.fetched_bytes, BYTES)} fetched per step"
+          + (f" ({p.offload.flash_share:.0%} from flash)" if p.offload.flash_share > 0 else "")
+          + f", +{_ms(p.offload.time_s)} per step"] if p.offload is not None else [])
 
 
 def breakdown_table(step: StepBreakdown, top: int = 12) -> list[str]:
@@ -92,7 +93,8 @@ def to_dict(e: Estimate, inputs: dict[str, str]) -> dict[str, Any]:
             "runtime_bytes_per_device": p.footprint.runtime_bytes,
             "offload": None if p.offload is None else {
                 "hit_rate": p.offload.hit_rate, "misses_per_step": p.offload.misses,
-                "fetched_bytes_per_step": p.offload.fetched_bytes, "added_s_per_step": p.offload.time_s},
+                "fetched_bytes_per_step": p.offload.fetched_bytes, "flash_share": p.offload.flash_share,
+                "added_s_per_step": p.offload.time_s},
             "ops": [{"name": r.cost.name, "count": r.count, "time_s": r.cost.time_s, "flop": r.cost.flop,
                      "bytes": r.cost.bytes_moved, "bound": "communication" if r.communication else r.cost.bound}
                     for r in p.step.ops],
