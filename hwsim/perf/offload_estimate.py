@@ -85,10 +85,12 @@ def dram_probabilities(access: np.ndarray, capacity: int, policy: str, window_st
     >>> dram_probabilities(np.full(8, 0.25), 4, "lru", 2)       # t_c = 2.41 steps > 2: none
     array([0., 0., 0., 0., 0., 0., 0., 0.])
     """
+    return _in_window(access, _residence(access, capacity, policy)[1], window_steps)
+
+
+def _in_window(access: np.ndarray, t_c: float, window_steps: int) -> np.ndarray:
+    """:func:`dram_probabilities` given the cache's characteristic time ``t_c`` (steps)."""
     a = np.clip(np.asarray(access, dtype=float), 0.0, 1.0)
-    if window_steps <= 0 or capacity >= a.size:
-        return np.zeros(a.size)
-    _, t_c = _residence(a, capacity, policy)
     span = max(float(window_steps) - t_c, 0.0)
     out: np.ndarray = np.where(a >= 1.0, float(span > 0), -np.expm1(span * np.log1p(-np.minimum(a, 1.0 - 1e-15))))
     return out
@@ -152,7 +154,7 @@ def expected_offload(cost: OffloadCost, *, tokens: float, inclusion: np.ndarray,
     rank_experts = [np.flatnonzero(cost.rank_of_expert == r) for r in range(cost.ranks)]
     for li, (p, a) in enumerate(zip(rows, access, strict=True)):
         for mine in rank_experts:
-            h = hit_probabilities(a[mine], capacity, off.policy)
+            h, t_c = _residence(a[mine], capacity, off.policy)
             m = a[mine] * (1.0 - h)
             touched += float(a[mine].sum())
             hits += float((a[mine] * h).sum())
@@ -162,7 +164,7 @@ def expected_offload(cost: OffloadCost, *, tokens: float, inclusion: np.ndarray,
             k = min(mine.size, math.ceil(n - 1e-9))
             expected += n
             if window_steps:
-                in_window += float((m * dram_probabilities(a[mine], capacity, off.policy, window_steps)).sum())
+                in_window += float((m * _in_window(a[mine], t_c, window_steps)).sum())
             whole += k
             order = np.argsort(-m, kind="stable")
             pick = mine[order[:k]]
@@ -183,13 +185,12 @@ def expected_offload(cost: OffloadCost, *, tokens: float, inclusion: np.ndarray,
     scale_layers = 1 if per_layer else layers
     if not lay:
         return OffloadExpectation(time_s=0.0, hit_rate=hit_rate, misses=0.0, fetched_bytes=0.0)
-    layer = np.concatenate(lay)
-    expert = np.concatenate(exp)
+    layer, expert, token, pre_mask = (np.concatenate(x) for x in (lay, exp, tok, prefetched))
     gpu_layer_s = _expected_gpu_layer_s(cost, rows, access, tokens)
 
     def evaluate(from_flash: bool) -> tuple[float, float]:
-        st = cost.step(layer=layer, expert=expert, tokens=np.concatenate(tok), flash=np.full(layer.size, from_flash),
-                       prefetched=np.concatenate(prefetched), gpu_layer_s=gpu_layer_s, window_s=window)
+        st = cost.step(layer=layer, expert=expert, tokens=token, flash=np.full(layer.size, from_flash),
+                       prefetched=pre_mask, gpu_layer_s=gpu_layer_s, window_s=window)
         return st.time_s, st.fetched_bytes
 
     flash_share = 1.0 - in_window / expected if off.backing == "flash" else 0.0
