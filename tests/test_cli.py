@@ -93,6 +93,16 @@ def test_estimate_closed_loop_concurrency(tmp_path):
     assert bad.exit_code == 2
 
 
+def test_bad_kv_reservation_is_exit_2_with_the_field(tmp_path):
+    src = (REPO / "examples" / "h100-qwen3-30b-a3b" / "cluster.yaml").read_text()
+    bad = tmp_path / "cluster.yaml"
+    bad.write_text(src.replace("max_seqs: 128", "max_seqs: 128, kv_reservation: eager"))
+    res = run("check", str(bad))
+    assert res.exit_code == 2
+    assert "scheduler.kv_reservation" in res.output and "eager" in res.output and "on-demand" in res.output
+    assert "Traceback" not in res.output
+
+
 def test_estimate_with_trace_reports_load():
     res = run("estimate", str(REPO / "examples" / "dgx-h100-deepseek-v3" / "cluster.yaml"),
               "--trace", str(REPO / "workloads" / "traces" / "azure-conv-10min.jsonl"))

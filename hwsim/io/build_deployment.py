@@ -44,7 +44,7 @@ def _scheduler(f: Fields) -> SchedulerLimits:
     return build(f.path, SchedulerLimits, max_seqs=f.get("max_seqs", 256),
                  max_batched_tokens=f.get("max_batched_tokens", 8192),
                  chunked_prefill_tokens=f.get("chunked_prefill"), kv_block_tokens=f.get("kv_block_tokens", 16),
-                 policy=f.get("policy", "fcfs"))
+                 policy=f.get("policy", "fcfs"), kv_reservation=f.get("kv_reservation", "on-demand"))
 
 
 def _dtypes(f: Fields, model: Model) -> Dtypes:

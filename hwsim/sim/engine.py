@@ -11,6 +11,10 @@ Each step the scheduler (vLLM-style, decode first):
 3. admits waiting requests (FCFS, or by priority then arrival) while ``max_seqs`` and the
    step's ``max_batched_tokens`` allow and the KV cache holds the chunk.
 
+With ``kv_reservation: full`` (TensorRT-LLM's GUARANTEED_NO_EVICT) a sequence takes the blocks of
+its whole prompt and every output token when it is admitted, so step 1 never grows or preempts
+and admission waits for room at the full length.
+
 Without chunked prefill a prompt is computed whole (alone if it exceeds the token budget).
 A decode-pool replica admits sequences whose prompt was computed elsewhere: it only needs
 blocks for their KV. Durations come from :class:`~hwsim.perf.step.StepCost` (no FLOP here).
@@ -72,7 +76,8 @@ class StepPlan:
                                                        len(self.prefill)),
                      prefill_completes=np.fromiter((s.prefilled + s.chunk >= s.prompt for s in self.prefill), bool,
                                                    len(self.prefill)),
-                     decode_kv_tokens=np.fromiter((s.kv_tokens for s in self.decode), np.int64, len(self.decode)))
+                     decode_kv_tokens=np.array([s.prefilled + s.generated for s in self.decode],  # kv_tokens
+                                               dtype=np.int64))
 
     @property
     def empty(self) -> bool:
@@ -91,6 +96,7 @@ class Scheduler:
         self.limits = limits
         self.kv = kv
         self.draft = draft_tokens
+        self.full = limits.kv_reservation == "full"
         self.prefills = prefills     # False for a decode-pool replica
         self.decodes = decodes       # False for a prefill-pool replica (its prompts move on)
         self.waiting: deque[Seq] = deque()
@@ -121,19 +127,22 @@ class Scheduler:
         step = StepPlan()
         budget = self.limits.max_batched_tokens
         extra = 1 + self.draft
-        for s in list(self.running) if self.decodes else ():
+        if self.decodes and self.full:  # every decoding sequence holds its last token's block already
+            step.decode = [s for s in self.running if s.active and s.prefilled >= s.prompt]
+        for s in list(self.running) if self.decodes and not self.full else ():
             if s.active and s.prefilled >= s.prompt:
                 need = s.prefilled + s.generated + extra
                 if need <= s.cap or self._grow_or_preempt(s, need):
                     step.decode.append(s)
         budget -= len(step.decode) * (1 + self.draft)
-        for s in self.running:
-            if not s.decoding and budget > 0:
-                budget -= self._chunk(s, budget, step)
+        for s in [s for s in self.running if s.prefilled < s.prompt] if budget > 0 else ():
+            if budget <= 0:
+                break
+            budget -= self._chunk(s, budget, step)
         while self.waiting and len(self.running) < self.limits.max_seqs and budget > 0:
             s = self.waiting[0]
             if not self.prefills:
-                if not self._reserve(s, s.kv_tokens + 1):
+                if not self._reserve(s, self._target(s, s.kv_tokens + 1)):
                     break
                 self._admit(s)
                 continue
@@ -161,13 +170,19 @@ class Scheduler:
             chunk = remaining
         else:
             chunk = min(remaining, size, budget)
-        if chunk <= 0 or not self._reserve(s, s.prefilled + chunk):
+        if chunk <= 0 or not self._reserve(s, self._target(s, s.prefilled + chunk)):
             return 0
         if admitting:
             self._admit(s)
         s.chunk = chunk
         step.prefill.append(s)
         return chunk
+
+    def _target(self, s: Seq, tokens: int) -> int:
+        """Tokens to hold for ``s`` now: ``tokens``, or its whole length under full reservation."""
+        if self.full:
+            return max(tokens, s.req.input_tokens + s.req.output_tokens + self.draft)
+        return tokens
 
     def _reserve(self, s: Seq, tokens: int) -> bool:
         if not self.kv.reserve(id(s), tokens):

@@ -220,10 +220,18 @@ class Simulation:
                 elif s.done:
                     self._finish(rep, s)
         spec = rep.cost.deployment.speculative
-        for s in plan.decode:
-            tokens = 1 + self._accepted(spec.tokens, spec.acceptance)
-            self._emit(s, now, tokens)
-            if s.done:
+        if spec.tokens:
+            for s in plan.decode:
+                self._emit(s, now, 1 + self._accepted(spec.tokens, spec.acceptance))
+                if s.done:
+                    self._finish(rep, s)
+            return
+        for s in plan.decode:  # one token each: _emit inlined, this loop runs per sequence per step
+            if s.first_token_s != s.first_token_s:  # NaN: no token yet
+                s.first_token_s = now
+            s.generated += 1
+            if s.generated >= s.req.output_tokens:
+                s.generated = s.req.output_tokens
                 self._finish(rep, s)
 
     def _accepted(self, drafted: int, acceptance: float) -> int:

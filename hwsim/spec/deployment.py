@@ -16,6 +16,7 @@ from hwsim.spec.dtypes import COMPUTE_DTYPES
 POOL_ROLES = ("unified", "prefill", "decode")
 OVERLAP_MODES = ("none", "two-microbatch", "fine-grained")
 SCHEDULER_POLICIES = ("fcfs", "priority")
+KV_RESERVATIONS = ("on-demand", "full")
 PLACEMENTS = ("contiguous", "round-robin", "eplb", "file")
 OFFLOAD_SCOPES = ("layer", "device")
 OFFLOAD_POLICIES = ("lru", "lfu", "fifo", "static", "window")
@@ -90,13 +91,20 @@ class Parallelism:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SchedulerLimits:
-    """Per-replica engine limits (vLLM/SGLang style)."""
+    """Per-replica engine limits (vLLM/SGLang style).
+
+    ``kv_reservation`` says when a sequence takes its KV blocks: ``on-demand`` as it grows,
+    preempting the newest sequence when none is free (vLLM, SGLang); ``full`` at admission, for
+    its prompt and every output token, so nothing is ever preempted (TensorRT-LLM's default
+    ``GUARANTEED_NO_EVICT`` capacity scheduler).
+    """
 
     max_seqs: int = 256
     max_batched_tokens: int = 8192
     chunked_prefill_tokens: int | None = None
     kv_block_tokens: int = 16
     policy: str = "fcfs"
+    kv_reservation: str = "on-demand"
 
     def __post_init__(self) -> None:
         if self.max_seqs < 1 or self.max_batched_tokens < 1 or self.kv_block_tokens < 1:
@@ -107,6 +115,9 @@ class SchedulerLimits:
                 f"({self.max_batched_tokens})")
         if self.policy not in SCHEDULER_POLICIES:
             raise ValueError(f"policy must be one of {', '.join(SCHEDULER_POLICIES)}, got {self.policy!r}")
+        if self.kv_reservation not in KV_RESERVATIONS:
+            raise ValueError(f"kv_reservation must be one of {', '.join(KV_RESERVATIONS)}, "
+                             f"got {self.kv_reservation!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

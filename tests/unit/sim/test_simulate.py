@@ -24,15 +24,17 @@ deployment:
     - name: main
       replicas: {replicas}
       parallelism: {{tp: 1}}
-      scheduler: {{max_seqs: {max_seqs}, max_batched_tokens: 4096, chunked_prefill: {chunk}, policy: {policy}}}
+      scheduler: {{max_seqs: {max_seqs}, max_batched_tokens: 4096, chunked_prefill: {chunk}, policy: {policy},
+                  kv_reservation: {reservation}}}
   memory_reserve: {reserve}
 """
 
 
-def scenario(tmp_path, *, replicas=1, max_seqs=64, chunk=1024, policy="fcfs", reserve="10%"):
-    path = tmp_path / f"c{replicas}_{max_seqs}_{chunk}_{policy}_{reserve.strip('%')}.yaml"
+def scenario(tmp_path, *, replicas=1, max_seqs=64, chunk=1024, policy="fcfs", reserve="10%",
+             reservation="on-demand"):
+    path = tmp_path / f"c{replicas}_{max_seqs}_{chunk}_{policy}_{reserve.strip('%')}_{reservation}.yaml"
     path.write_text(CLUSTER.format(replicas=replicas, max_seqs=max_seqs, chunk=chunk, policy=policy,
-                                   reserve=reserve))
+                                   reserve=reserve, reservation=reservation))
     return load_scenario(path)
 
 
@@ -69,6 +71,34 @@ def test_kv_use_never_exceeds_capacity_and_preemption_recovers(tmp_path):
     assert res.requests["preemptions"].sum() > 0
     assert (res.requests["status"] == 0).all()
     np.testing.assert_array_equal(res.requests["generated_tokens"], res.requests["output_tokens"])
+
+
+def test_full_kv_reservation_never_preempts_and_admits_fewer(tmp_path):
+    """TensorRT-LLM's GUARANTEED_NO_EVICT: a sequence holds its whole length from admission."""
+    reqs = poisson(200, 50.0, inp=(1000, 3000), out=(200, 600))
+    lazy = simulate(scenario(tmp_path, max_seqs=512), reqs, seed=0)
+    full = simulate(scenario(tmp_path, max_seqs=512, reservation="full"), reqs, seed=0)
+    assert lazy.requests["preemptions"].sum() > 0
+    assert full.requests["preemptions"].sum() == 0
+    assert (full.requests["status"] == 0).all()
+    np.testing.assert_array_equal(full.requests["generated_tokens"], full.requests["output_tokens"])
+    cap = full.pools[0].kv_blocks_per_replica
+    block = full.pools[0].kv_block_tokens
+    assert full.steps["kv_blocks_used"].max() <= cap
+    # every running sequence holds the blocks of its prompt and all its output: the running
+    # batch is bounded by what fits at full length, below what on-demand allocation admits
+    shortest = min(-(-(q.input_tokens + q.output_tokens) // block) for q in reqs)
+    assert full.steps["running_seqs"].max() <= cap // shortest
+    assert full.steps["running_seqs"].max() < lazy.steps["running_seqs"].max()
+    # without preemption every prompt token is computed exactly once
+    assert full.steps["prefill_tokens"].sum() == sum(q.input_tokens for q in reqs)
+
+
+def test_full_kv_reservation_changes_nothing_when_everything_fits(base, tmp_path):
+    reqs = poisson(100, 5.0)
+    full = simulate(scenario(tmp_path, reservation="full"), reqs, seed=0)
+    lazy = simulate(base, reqs, seed=0)
+    np.testing.assert_allclose(full.requests["finish_s"], lazy.requests["finish_s"], rtol=1e-12)
 
 
 def test_same_seed_same_result(base):
