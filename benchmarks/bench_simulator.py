@@ -1,11 +1,16 @@
 """Simulator benchmark: replay the full one-hour Azure conversation trace on DeepSeek-V3.
 
 Run: python benchmarks/bench_simulator.py [--shared ../shared/data] [--max-requests N]
-    [--routing-trace routing.npz]
+    [--routing-trace routing.npz] [--large-batch]
 Target (issues "Serving simulator" and "MoE depth"): at least 200x real time on one core for
 19,366 requests on DeepSeek-V3, 32x H100, EP32, with the deployment's Zipf routing or with
 trace-driven routing (``--routing-trace``: an ids trace, e.g. from ``hwsim experts sample``,
 replayed token by token); report events per second, wall time and peak memory.
+
+``--large-batch`` replays instead an offline run whose batch holds over a thousand sequences
+per step: the TensorRT-LLM perf-overview Qwen3-235B 128/2048 row on 8x H100 (3,000 requests
+queued at time 0, KV reserved to completion, trtllm-bench's limits), where the per-sequence work
+of each step (scheduling, token bookkeeping) dominates.
 """
 
 from __future__ import annotations
@@ -24,9 +29,14 @@ def main() -> None:
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared" / "data")
     parser.add_argument("--max-requests", type=int, default=None)
     parser.add_argument("--trace-memory", action="store_true", help="measure peak Python memory (slower)")
+    parser.add_argument("--large-batch", action="store_true",
+                        help="replay the Qwen3-235B perf-overview offline run (batch > 1,000) instead")
     parser.add_argument("--routing-trace", type=Path, default=None,
                         help="replay this routing trace (npz ids) instead of the deployment's routing model")
     args = parser.parse_args()
+    if args.large_batch:
+        large_batch()
+        return
 
     from hwsim.io.scenario import load_scenario
     from hwsim.sim.routing import imbalance_sampler_factory
@@ -57,6 +67,26 @@ def main() -> None:
           f"{res.events / wall:,.0f} events/s")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS {rss:,.0f} MiB" + (f", peak traced Python memory {peak / 1e6:,.1f} MB" if peak else ""))
+
+
+def large_batch() -> None:
+    from hwsim.io.scenario import load_scenario
+    from hwsim.sim.routing import imbalance_sampler_factory
+    from hwsim.sim.run import simulate
+    from hwsim.validate.trtllm_bench import with_bench_limits
+    from hwsim.workload.request import Request
+
+    sc = load_scenario(REPO / "validation" / "scenarios" / "trtllm-perf-overview-qwen3-235b-h100.yaml")
+    sc = with_bench_limits(sc, input_tokens=128, output_tokens=2048)
+    reqs = [Request(request_id=i, arrival_s=0.0, input_tokens=128, output_tokens=2048) for i in range(3000)]
+    t0 = time.perf_counter()
+    res = simulate(sc, reqs, seed=0, imbalance_sampler_factory=imbalance_sampler_factory(sc))
+    wall = time.perf_counter() - t0
+    steps = len(res.steps["start_s"])
+    seqs = int(res.steps["decode_seqs"].sum())
+    print(f"steps {steps}, decode sequence-steps {seqs:,} (mean batch {seqs / steps:,.0f}), events {res.events}")
+    print(f"simulated {res.sim_time_s:,.0f} s in {wall:,.1f} s wall: {res.sim_time_s / wall:,.0f}x real time, "
+          f"{wall / seqs * 1e6:.2f} us per sequence-step")
 
 
 if __name__ == "__main__":

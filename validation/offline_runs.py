@@ -3,13 +3,13 @@
     python validation/offline_runs.py                 # every perf-overview row of validation/cases.yaml
     python validation/offline_runs.py --match qwen3   # the rows whose case id contains 'qwen3'
 
-`hwsim validate` compares these rows with the closed-form steady state (`hwsim estimate`).
-trtllm-bench measures something else: a finite dataset (the page's request count, fixed ISL/OSL)
-queued at once, its output tokens over the whole run. This script runs exactly that with the
-simulator (all requests at time 0, as `hwsim trace generate --arrival offline`), so the two
-hwsim answers can be set beside the measurement: where they agree, the gap is in the cost of a
-step, not in the steady-state shortcut. It takes a few seconds per row and is not part of the
-test run; the validation doc's gap notes quote its output.
+`hwsim validate` replays these rows in the serving simulator, as trtllm-bench runs them: a
+finite dataset (the page's request count, fixed ISL/OSL) queued at once, with trtllm-bench's
+heuristic batch and token limits and KV reserved to completion; the metric is its output tokens
+over the whole run. This script sets the closed-form steady state (`hwsim estimate` at the same
+limits) beside that replay, so the two hwsim answers can be compared with the measurement: where
+they agree, the gap is in the cost of a step; where they differ, in the run's shape (waves,
+the first wave's admission). It takes a few seconds per row and is not part of the test run.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from hwsim.sim.routing import imbalance_sampler_factory
 from hwsim.sim.run import simulate
 from hwsim.validate.endtoend import read_index, served_metrics
 from hwsim.validate.shared import SharedData, published_entry
+from hwsim.validate.trtllm_bench import with_bench_limits
 from hwsim.workload.generate import LognormalLengths, OfflineArrivals, generate_requests
 
 
@@ -54,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         if not cid.startswith("trtllm-perf-overview") or "missing" in e or args.match not in cid:
             continue
         w = e["workload"]
-        s = load_scenario(folder / str(e["scenario"]))
-        inp, out, n = int(w["input_tokens"]), int(w["output_tokens"]), int(w["batch"])
+        inp, out, n = int(w["input_tokens"]), int(w["output_tokens"]), int(w["requests"])
+        s = with_bench_limits(load_scenario(folder / str(e["scenario"])), input_tokens=inp, output_tokens=out)
         steady = estimate(s.cluster, s.model, s.deployment, input_tokens=inp, output_tokens=out,
                           batch=n).output_tokens_per_s
         t0 = time.perf_counter()

@@ -43,14 +43,15 @@ NOTES = {
               "`validation/scenarios/trtllm-dsr1-b200-memory-budget.yaml`; the published numbers are "
               "round figures ('about').",
     "end-to-end": "Closed-form steady state (`hwsim estimate`, mode estimate) or the serving "
-                  "simulator on a seeded Poisson trace (mode simulate) on the scenario of each case; "
-                  "the placement and overlap rows (EPLB, MoGE, Comet) are built in code "
-                  "(`hwsim/validate/offload.py`, which states their assumptions); "
-                  "nothing is fitted to these rows. Rows beyond 20% are known gaps, explained per case "
-                  "below. `python validation/offline_runs.py` replays the TensorRT-LLM perf-overview "
-                  "rows as the offline runs they measure (the dataset queued at once, in the simulator; "
-                  "a few seconds a row, so not part of this table) to separate the cost of a step from "
-                  "the steady-state shortcut.",
+                  "simulator (mode simulate) on the scenario of each case: a seeded Poisson trace, or "
+                  "an offline run of the source's request count queued at time 0 (the TensorRT-LLM "
+                  "perf-overview rows, replayed with trtllm-bench's own batch and token limits, "
+                  "`hwsim/validate/trtllm_bench.py`); the placement and overlap rows (EPLB, MoGE, "
+                  "Comet) are built in code (`hwsim/validate/offload.py`, which states their "
+                  "assumptions); nothing is fitted to these rows. Rows beyond 20% are known gaps, "
+                  "explained per case below. `python validation/offline_runs.py` sets the steady "
+                  "state beside each perf-overview replay, to separate the cost of a step from the "
+                  "shape of the run.",
     "offload": "The moe-lrc hit rates replay a synthetic routing trace through hwsim's expert cache "
                "(`hwsim/validate/offload.py`: assumed routing, whose locality was chosen on the 1 x top-k "
                "row, so that row is not counted); the other offload cases are listed with what hwsim "

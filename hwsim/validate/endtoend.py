@@ -17,7 +17,11 @@ mode and a workload, and says which of our metrics maps to which published metri
         missing: "what hwsim would need to express it"
 
 ``workload`` gives the request lengths and optionally ``batch`` (sequences per replica) or
-``concurrency`` (closed-loop clients, as the source's benchmark client ran).
+``concurrency`` (closed-loop clients, as the source's benchmark client ran). In mode simulate it
+gives ``rate_per_s`` and ``duration_s`` (Poisson arrivals), or ``requests`` (an offline run: that
+many requests queued at time 0, timed to the last token). ``scheduler: trtllm-bench`` replaces
+each pool's ``max_seqs`` / ``max_batched_tokens`` by the limits trtllm-bench's heuristic picks
+for the row's lengths (:mod:`hwsim.validate.trtllm_bench`).
 ``ours`` names an attribute of :class:`hwsim.perf.estimate.Estimate` (or ``<name>_per_device``
 of one); ``published`` names a metric (or a ``derived`` entry) of the published case; ``scale``
 converts the published unit to ours (``0.001`` for ms -> s). Nothing here is tuned to a case:
@@ -41,7 +45,13 @@ from hwsim.sim.run import simulate
 from hwsim.validate.memory import trtllm_budget_rows
 from hwsim.validate.rows import ValidationRow
 from hwsim.validate.shared import REPO, SharedData, published_entry
-from hwsim.workload.generate import LognormalLengths, PoissonArrivals, generate_requests
+from hwsim.validate.trtllm_bench import with_bench_limits
+from hwsim.workload.generate import (
+    LognormalLengths,
+    OfflineArrivals,
+    PoissonArrivals,
+    generate_requests,
+)
 
 DEFAULT_INDEX = REPO / "validation" / "cases.yaml"
 MODES = ("estimate", "simulate", "memory")
@@ -121,6 +131,11 @@ def case_rows(entry: Mapping[str, Any], folder: Path, shared: SharedData) -> lis
         return trtllm_budget_rows(published, scenario, input_tokens=int(work.get("input_tokens", 1024)),
                                   output_tokens=int(work.get("output_tokens", 2048)), tier=tier)
     s = load_scenario(scenario)
+    if entry.get("scheduler") == "trtllm-bench":
+        s = with_bench_limits(s, input_tokens=int(work["input_tokens"]), output_tokens=int(work["output_tokens"]))
+    elif "scheduler" in entry:
+        raise SpecError("unknown scheduler limits", path=f"cases[{cid}].scheduler", expected="trtllm-bench",
+                        found=entry["scheduler"])
     if entry["mode"] == "simulate":
         return _simulate_rows(entry, s, published, kind, tier)
     est = estimate(s.cluster, s.model, s.deployment, input_tokens=int(work["input_tokens"]),
@@ -157,17 +172,27 @@ def served_metrics(requests: Mapping[str, Any], *, window_s: float) -> dict[str,
 
 def _simulate_rows(entry: Mapping[str, Any], s: Any, published: Mapping[str, Any], kind: str,
                    tier: int) -> list[ValidationRow]:
-    """Poisson arrivals at ``rate_per_s`` for ``duration_s`` with lognormal lengths (``sigma`` 0:
-    fixed), replayed by the serving simulator with a fixed seed."""
+    """Lognormal lengths (``sigma`` 0: fixed) replayed by the serving simulator with a fixed seed:
+    Poisson arrivals at ``rate_per_s`` for ``duration_s`` (throughput over that window), or an
+    offline run of ``requests`` sent at once, as ``trtllm-bench throughput`` and MLPerf Offline
+    do (throughput over the run, from time 0 to the last request's finish)."""
     w = entry["workload"]
     lengths = LognormalLengths(input_median=float(w["input_tokens"]), input_sigma=float(w.get("input_sigma", 0.0)),
                                output_median=float(w["output_tokens"]),
-                               output_sigma=float(w.get("output_sigma", 0.0)))
-    duration = float(w["duration_s"])
+                               output_sigma=float(w.get("output_sigma", 0.0)),
+                               max_input_tokens=max(32768, int(w["input_tokens"])),
+                               max_output_tokens=max(4096, int(w["output_tokens"])))
     seed = int(w.get("seed", 0))
-    reqs = generate_requests(PoissonArrivals(rate_per_s=float(w["rate_per_s"])), lengths, seed=seed,
-                             duration_s=duration)
+    if "requests" in w:
+        reqs = generate_requests(OfflineArrivals(), lengths, seed=seed, count=int(w["requests"]))
+        duration = None
+    else:
+        duration = float(w["duration_s"])
+        reqs = generate_requests(PoissonArrivals(rate_per_s=float(w["rate_per_s"])), lengths, seed=seed,
+                                 duration_s=duration)
     result = simulate(s, reqs, seed=seed, imbalance_sampler_factory=imbalance_sampler_factory(s))
+    if duration is None:  # the run's length: to the last finish
+        duration = float(np.nanmax(result.requests["finish_s"]))
     got = served_metrics(result.requests, window_s=duration)
     rows = []
     for m in entry.get("metrics") or ():

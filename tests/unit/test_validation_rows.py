@@ -56,3 +56,39 @@ def test_shared_dir_missing_is_a_spec_error(tmp_path):
         find_shared_dir(tmp_path)
     (tmp_path / "cases.yaml").write_text("cases: []\n", encoding="utf-8")
     assert find_shared_dir(tmp_path) == tmp_path
+
+
+def _offline_entry(**kw):
+    entry = {"id": "trtllm-perf-overview-dense-contrast",
+             "scenario": "scenarios/trtllm-perf-overview-llama8b-h100.yaml", "mode": "simulate", "tier": 1,
+             "scheduler": "trtllm-bench",
+             "workload": {"input_tokens": 256, "output_tokens": 32, "requests": 300},
+             "metrics": [{"ours": "output_tokens_per_s", "published": "8B 1000/1000 H100 TP1"}]}
+    return entry | kw
+
+
+def test_offline_rows_replay_the_queued_dataset_to_its_last_token():
+    """An index row with ``requests`` queues that many requests at time 0 in the simulator and
+    reports output tokens over the run; trtllm-bench's limits bound the batch."""
+    from hwsim.io.scenario import load_scenario
+    from hwsim.sim.run import simulate
+    from hwsim.validate.endtoend import DEFAULT_INDEX, case_rows
+    from hwsim.validate.shared import SharedData
+    from hwsim.validate.trtllm_bench import with_bench_limits
+    from hwsim.workload.request import Request
+
+    try:
+        shared = SharedData.locate()
+    except SpecError:
+        pytest.skip("published validation data (../shared/validation) not present")
+    folder = DEFAULT_INDEX.parent
+    (got,) = case_rows(_offline_entry(), folder, shared)
+    s = with_bench_limits(load_scenario(folder / "scenarios/trtllm-perf-overview-llama8b-h100.yaml"),
+                          input_tokens=256, output_tokens=32)
+    assert s.deployment.pools[0].scheduler.max_seqs == 3840   # 3,7xx requests of 288 tokens fit, rounded up
+    res = simulate(s, [Request(request_id=i, arrival_s=0.0, input_tokens=256, output_tokens=32)
+                       for i in range(300)], seed=0)
+    assert got.predicted == pytest.approx(300 * 32 / res.requests["finish_s"].max(), rel=1e-9)
+    assert got.measured == 15220 and got.counted
+    with pytest.raises(SpecError, match="unknown scheduler limits"):
+        case_rows(_offline_entry(scheduler="vllm"), folder, shared)
