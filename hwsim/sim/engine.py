@@ -135,7 +135,10 @@ class Scheduler:
                 if need <= s.cap or self._grow_or_preempt(s, need):
                     step.decode.append(s)
         budget -= len(step.decode) * (1 + self.draft)
-        for s in [s for s in self.running if s.prefilled < s.prompt] if budget > 0 else ():
+        # partial prompts to continue (only chunked prefill leaves a running prompt partial: a whole
+        # prompt completes in the step that computes it)
+        partial = budget > 0 and self.limits.chunked_prefill_tokens is not None
+        for s in [s for s in self.running if s.prefilled < s.prompt] if partial else ():
             if budget <= 0:
                 break
             budget -= self._chunk(s, budget, step)

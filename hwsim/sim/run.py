@@ -229,8 +229,10 @@ class Simulation:
         for s in plan.decode:  # one token each: _emit inlined, this loop runs per sequence per step
             if s.first_token_s != s.first_token_s:  # NaN: no token yet
                 s.first_token_s = now
-            s.generated += 1
-            if s.generated >= s.req.output_tokens:
+            generated = s.generated + 1
+            if generated < s.req.output_tokens:
+                s.generated = generated
+            else:
                 s.generated = s.req.output_tokens
                 self._finish(rep, s)
 
