@@ -103,6 +103,17 @@ def test_bad_kv_reservation_is_exit_2_with_the_field(tmp_path):
     assert "Traceback" not in res.output
 
 
+def test_bad_expert_exchange_is_exit_2_with_the_field(tmp_path):
+    src = (REPO / "examples" / "dgx-h100-deepseek-v3" / "cluster.yaml").read_text()
+    bad = tmp_path / "cluster.yaml"
+    assert "  experts: {placement: round-robin," in src
+    bad.write_text(src.replace("  experts: {placement: round-robin,", "  experts: {exchange: alltoallv, placement: round-robin,"))
+    res = run("check", str(bad))
+    assert res.exit_code == 2
+    assert "experts.exchange" in res.output and "alltoallv" in res.output and "allgather" in res.output
+    assert "Traceback" not in res.output
+
+
 def test_estimate_with_trace_reports_load():
     res = run("estimate", str(REPO / "examples" / "dgx-h100-deepseek-v3" / "cluster.yaml"),
               "--trace", str(REPO / "workloads" / "traces" / "azure-conv-10min.jsonl"))

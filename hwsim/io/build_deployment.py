@@ -122,7 +122,7 @@ def _experts(f: Fields, base: Path) -> ExpertConfig:
     offload = _offload(f.sub("offload")) if f.has("offload") else None
     return build(f.path, ExpertConfig, placement=f.get("placement", "contiguous"),
                  placement_file=f.get("placement_file"), redundant=f.get("redundant", 0), routing=ref,
-                 offload=offload)
+                 offload=offload, exchange=f.get("exchange", "all-to-all"))
 
 
 def _offload(f: Fields) -> ExpertOffload:

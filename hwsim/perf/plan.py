@@ -265,7 +265,10 @@ class PlanBuilder:
         local = max(1, slots // par.ep)
         f = moe.expert_ffn_dim / par.expert_tp
         self.gemm(group, "router", sk.SRC_RANK_TOKENS, moe.num_experts + moe.num_zero_experts, h, moe.router_dtype)
-        if par.ep > 1:
+        gather = par.ep > 1 and self.dep.experts.exchange == "allgather"
+        if gather:
+            self._gather_rows(group, combine=False)
+        elif par.ep > 1:
             self._dispatch_rows(group, combine=False)
         self.stage = sk.FFN_SIDE
         self._add(group, "experts_up", sk.GROUPED, sk.SRC_EXPERT_TOKENS, self._matmul_args(gate * f, h, ew, local))
@@ -276,7 +279,9 @@ class PlanBuilder:
             w = self.dep.dtypes.weights
             self.gemm(group, "shared_up", sk.SRC_RANK_TOKENS, gate * fs, h, w)
             self.gemm(group, "shared_down", sk.SRC_RANK_TOKENS, h, fs, w)
-        if par.ep > 1:
+        if gather:
+            self._gather_rows(group, combine=True)
+        elif par.ep > 1:
             self._dispatch_rows(group, combine=True)
         if par.expert_tp > 1:
             self.comm(group, "moe_allreduce", sk.SRC_RANK_TOKENS, h * self.act_b,
@@ -300,6 +305,30 @@ class PlanBuilder:
 
             tag = mode.replace("-", "_")
             self.comm(group, f"{name}_{tag}", sk.SRC_DISPATCH_TOKENS, token_b, cost, mode=code, kernel=f"ep_{tag}")
+
+    def _gather_rows(self, group: str, *, combine: bool) -> None:
+        """EP exchange by all-gather and reduce-scatter (``experts.exchange: allgather``).
+
+        Dispatch all-gathers every EP rank's tokens on every rank: the hidden state (one byte
+        per element when the experts run FP8 or FP4, quantised before the gather as
+        TensorRT-LLM does; else the activation dtype) and the routing (an expert id and a weight,
+        4 bytes each, per pick). The experts compute the rows routed to them; combine
+        reduce-scatters every token's output (activation dtype), so each rank gets its own
+        tokens' sums. Both move all ranks' tokens whatever the routing; the busiest rank's
+        tokens stand for every rank's (padding to the largest, as the collectives do).
+        """
+        h, k = self.model.hidden_size, self.model.moe.real_experts_per_token  # type: ignore[union-attr]
+        ranks = list(self.g.ep)
+        r = len(ranks)
+        if combine:
+            token_b = h * self.act_b
+            self.comm(group, "combine_reducescatter", sk.SRC_DISPATCH_TOKENS, token_b,
+                      lambda nb: self.coll.reduce_scatter(ranks, nb * r, detail=False).time_s)
+            return
+        quantised = self.dep.dtypes.expert_weights in ("fp8", "fp4")
+        token_b = h * (1.0 if quantised else self.act_b) + 8.0 * k
+        self.comm(group, "dispatch_allgather", sk.SRC_DISPATCH_TOKENS, token_b,
+                  lambda nb: self.coll.all_gather(ranks, nb * r, detail=False).time_s)
 
     def head(self) -> None:
         m, par, h = self.model, self.par, self.model.hidden_size

@@ -240,8 +240,9 @@ def link_traffic(step: StepCost, batch: Batch, *, ep: bool = True) -> dict[tuple
 
     Sums, over the step's MoE layers, the EP dispatch and combine of the batch's tokens under
     uniform routing (normal mode with prefill, low-latency otherwise; left out with
-    ``ep=False``) and, over all layers, the TP all-reduces; for reports (the per-link traffic
-    matrix), not for timing.
+    ``ep=False``), or their all-gather and reduce-scatter with ``experts.exchange: allgather``
+    (whatever the routing, so always counted), and, over all layers, the TP all-reduces; for
+    reports (the per-link traffic matrix), not for timing.
     """
     par, model = step.pool.parallelism, step.model
     coll, g = step.collectives, step.groups
@@ -257,7 +258,14 @@ def link_traffic(step: StepCost, batch: Batch, *, ep: bool = True) -> dict[tuple
         per_rank = tokens / par.attention_dp
         add(coll.all_reduce(g.tp, per_rank * h * act), 2 * model.num_layers)
     moe = model.moe
-    if ep and moe is not None and par.ep > 1:
+    if moe is not None and par.ep > 1 and step.deployment.experts.exchange == "allgather":
+        ranks = list(g.ep)
+        per_rank = tokens / len(ranks)
+        quantised = step.deployment.dtypes.expert_weights in ("fp8", "fp4")
+        gather_b = per_rank * len(ranks) * (h * (1.0 if quantised else act) + 8.0 * moe.real_experts_per_token)
+        add(coll.all_gather(ranks, gather_b), model.num_moe_layers)
+        add(coll.reduce_scatter(ranks, per_rank * len(ranks) * h * act), model.num_moe_layers)
+    elif ep and moe is not None and par.ep > 1:
         ranks = list(g.ep)
         mode = "normal" if batch.num_prefill else "low-latency"
         for combine in (False, True):

@@ -302,7 +302,8 @@ class Simulation:
         token_bytes = self.sc.model.hidden_size * bytes_per_elem(self.sc.deployment.dtypes.activations)
         for pi, replicas in enumerate(self.pools):
             cost = replicas[0].cost
-            skewed = placed and cost.pool.parallelism.ep > 1
+            # an all-gather exchange moves every token to every rank whatever the routing
+            skewed = placed and cost.pool.parallelism.ep > 1 and self.sc.deployment.experts.exchange != "allgather"
             for mode, batch in ((0, Batch.prefill(1, ref)), (1, Batch.decode(ref, ref))):
                 tokens = self.step_tokens[pi][mode]
                 if tokens == 0:

@@ -18,6 +18,7 @@ OVERLAP_MODES = ("none", "two-microbatch", "fine-grained")
 SCHEDULER_POLICIES = ("fcfs", "priority")
 KV_RESERVATIONS = ("on-demand", "full")
 PLACEMENTS = ("contiguous", "round-robin", "eplb", "file")
+EXCHANGES = ("all-to-all", "allgather")
 OFFLOAD_SCOPES = ("layer", "device")
 OFFLOAD_POLICIES = ("lru", "lfu", "fifo", "static", "window")
 OFFLOAD_BACKINGS = ("dram", "flash")
@@ -275,7 +276,11 @@ class ExpertConfig:
     ``placement`` is a strategy name or ``file`` with ``placement_file`` (the format the
     placement planner writes); ``redundant`` extra expert replicas per MoE layer (EPLB).
     ``offload``: an expert cache in device memory over host DRAM or flash (None: every
-    expert resident).
+    expert resident). ``exchange`` is how tokens reach the EP ranks: ``all-to-all`` sends each
+    token to the ranks holding its experts and back (DeepEP; normal mode with prefill in the
+    step, low-latency otherwise); ``allgather`` gathers every rank's tokens on every rank and
+    reduce-scatters the experts' outputs, whatever the routing (TensorRT-LLM's MoE with
+    attention DP where its all-to-all does not apply, vLLM's ``allgather_reducescatter``).
     """
 
     placement: str = "contiguous"
@@ -283,6 +288,7 @@ class ExpertConfig:
     redundant: int = 0
     routing: RoutingRef = RoutingRef()
     offload: ExpertOffload | None = None
+    exchange: str = "all-to-all"
 
     def __post_init__(self) -> None:
         if self.placement not in PLACEMENTS:
@@ -291,6 +297,8 @@ class ExpertConfig:
             raise ValueError("placement 'file' needs placement_file, and placement_file needs placement 'file'")
         if self.redundant < 0:
             raise ValueError(f"redundant must be >= 0, got {self.redundant}")
+        if self.exchange not in EXCHANGES:
+            raise ValueError(f"exchange must be one of {', '.join(EXCHANGES)}, got {self.exchange!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

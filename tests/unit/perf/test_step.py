@@ -163,3 +163,49 @@ def test_link_traffic_of_an_ep_step(dsv3):
     assert traffic and all(v > 0 for v in traffic.values())
     kinds = {dsv3.cluster.graph().edges[e]["kind"] for e in traffic}
     assert "infiniband" in kinds  # EP32 over 4 nodes crosses the NICs
+
+
+def _allgather_step(dsv3, exchange):
+    dep = dsv3.deployment
+    dep = dataclasses.replace(dep, experts=dataclasses.replace(dep.experts, exchange=exchange),
+                              overlap="none")  # one micro-batch: an op's tokens are the step's
+    return StepCost(dsv3.cluster, dsv3.model, dep, dep.pools[0])
+
+
+def test_allgather_exchange_moves_every_ranks_tokens_to_every_rank(dsv3):
+    """``experts.exchange: allgather``: dispatch all-gathers every EP rank's tokens, combine
+    reduce-scatters every token's output, in decode and prefill alike."""
+    gather = _allgather_step(dsv3, "allgather")
+    ranks = list(gather.groups.ep)
+    r, h = len(ranks), dsv3.model.hidden_size
+    k = dsv3.model.moe.real_experts_per_token
+    for batch in (Batch.decode(32 * 64, 1000), Batch.prefill(32, 2048)):
+        ops_ = {o.cost.name: o for o in gather(batch).ops}
+        assert "moe.dispatch_allgather" in ops_ and "moe.combine_reducescatter" in ops_
+        assert not any("low_latency" in n or "normal" in n for n in ops_)
+        per_rank = batch.new_tokens / r
+        # FP8 experts: one byte per element gathered, plus an id and a weight per pick
+        want = gather.collectives.all_gather(ranks, r * per_rank * (h * 1.0 + 8.0 * k)).time_s
+        assert ops_["moe.dispatch_allgather"].cost.time_s == pytest.approx(want, rel=0.02)
+        want = gather.collectives.reduce_scatter(ranks, r * per_rank * h * 2.0).time_s
+        assert ops_["moe.combine_reducescatter"].cost.time_s == pytest.approx(want, rel=0.02)
+
+
+def test_allgather_link_traffic_is_the_collectives(dsv3):
+    from hwsim.perf.step import link_traffic
+
+    gather = _allgather_step(dsv3, "allgather")
+    b = Batch.decode(32 * 16, 1000)
+    with_ep, without = link_traffic(gather, b), link_traffic(gather, b, ep=False)
+    assert with_ep == without  # routing cannot change an all-gather: always counted
+    # EP32 with 8 experts per token: gathering all 32 ranks' tokens on every rank moves more
+    # bytes than sending each token to the ranks that hold its experts
+    a2a = link_traffic(_allgather_step(dsv3, "all-to-all"), b)
+    assert sum(with_ep.values()) > sum(a2a.values()) > 0
+
+
+def test_unknown_exchange_is_refused():
+    from hwsim.spec.deployment import ExpertConfig
+
+    with pytest.raises(ValueError, match="exchange must be one of all-to-all, allgather"):
+        ExpertConfig(exchange="alltoallv")
