@@ -65,12 +65,20 @@ class Seq:
 
 @dataclass(slots=True, eq=False)
 class StepPlan:
-    """What one step computes: prompt chunks and decode sequences."""
+    """What one step computes: prompt chunks and decode sequences.
+
+    ``lazy``: a step of a decode run (see :class:`Scheduler`): ``kv`` holds the sequences' KV
+    lengths, and the tokens it emits are owed to them until the scheduler syncs.
+    """
 
     prefill: list[Seq] = field(default_factory=list)
     decode: list[Seq] = field(default_factory=list)
+    kv: np.ndarray | None = None
+    lazy: bool = False
 
     def batch(self, query_extra: int = 0) -> Batch:
+        if self.kv is not None:
+            return Batch(decode_kv_tokens=self.kv)
         return Batch(prefill_new_tokens=np.fromiter((s.chunk for s in self.prefill), np.int64, len(self.prefill)),
                      prefill_cached_tokens=np.fromiter((s.prefilled for s in self.prefill), np.int64,
                                                        len(self.prefill)),
@@ -89,7 +97,17 @@ class StepPlan:
 
 
 class Scheduler:
-    """One replica's queues and KV cache, and the batching policy above."""
+    """One replica's queues and KV cache, and the batching policy above.
+
+    **Decode runs** (under ``kv_reservation: full``). When a step only decodes every running
+    sequence, nothing is admitted (the queue is empty or its head cannot be: the sequence cap,
+    the token budget or the KV cache bars it, and none of them moves while the same sequences
+    decode) and no speculative tokens are drafted, the next steps repeat it until a sequence
+    finishes or a request arrives. Such steps are planned in O(1): the same decode list, KV
+    lengths one higher each step, and the tokens they emit counted in ``lag`` instead of on
+    every sequence; :meth:`sync` pays them out (before anything reads ``generated``). The
+    steps, their costs and every record are the same as planning each step afresh.
+    """
 
     def __init__(self, limits: SchedulerLimits, kv: BlockManager, *, draft_tokens: int = 0,
                  prefills: bool = True, decodes: bool = True) -> None:
@@ -102,6 +120,13 @@ class Scheduler:
         self.waiting: deque[Seq] = deque()
         self.running: list[Seq] = []
         self._order = 0
+        self._run: list[Seq] | None = None   # the decode run's sequences, in running order
+        self._armed = False                   # its lengths are taken (at its first lazy step)
+        self._run_kv = np.zeros(0, np.int64)  # their KV lengths at the run's next step, less lag
+        self._run_head: Seq | None = None     # the queue's head when the run began (barred)
+        self.lag = 0          # decode steps of the run not yet paid out to its sequences
+        self._headroom = 0    # steps (less lag) until the run's first sequence finishes
+        self._room = 0        # steps (less lag) the run can take before a sequence needs a block
 
     def add(self, seq: Seq) -> None:
         if self.limits.policy == "priority":
@@ -119,11 +144,17 @@ class Scheduler:
 
     def outstanding_tokens(self) -> int:
         """Tokens still to compute (prefill) or generate: the router's load measure."""
+        self.sync()
         return sum(s.prompt - s.prefilled + s.req.output_tokens - s.generated
                    for s in (*self.running, *self.waiting))
 
     # -- forming a step ---------------------------------------------------------------------
     def plan(self, retry: bool = True) -> StepPlan:
+        if self._run is not None:
+            head = self.waiting[0] if self.waiting else None
+            if head is self._run_head and (self._armed or self._arm()) and self.lag <= self._room:
+                return StepPlan(decode=self._run, kv=self._run_kv + self.lag, lazy=True)
+            self._end_run()
         step = StepPlan()
         budget = self.limits.max_batched_tokens
         extra = 1 + self.draft
@@ -155,7 +186,63 @@ class Scheduler:
             budget -= taken
         if retry and step.empty and not self.prefills and any(s.active for s in self.running):
             return self.plan(retry=False)  # a decode replica that only admitted sequences decodes them now
+        self._start_run(step)
         return step
+
+    # -- decode runs ------------------------------------------------------------------------
+    def _start_run(self, step: StepPlan) -> None:
+        """Mark a decode run after ``step`` when the steps after it can only repeat it (its
+        lengths are taken at the next plan, so a run that an arrival ends at once costs O(1))."""
+        dec = step.decode
+        # on-demand KV: with more sequences than a block has tokens, one of them crosses a block
+        # boundary nearly every step, so runs would end at once; they are kept to full reservation
+        if not self.full or self.draft or step.prefill or not dec or len(dec) != len(self.running):
+            return
+        self._run = dec
+        self._armed = False
+        self._run_head = self.waiting[0] if self.waiting else None
+
+    def _arm(self) -> bool:
+        """Take the run's lengths now; False when its next step cannot be lazy."""
+        dec = self._run
+        assert dec is not None
+        if any(s.first_token_s != s.first_token_s for s in dec):  # NaN: a token not yet emitted
+            return False
+        gen = np.array([s.generated for s in dec], np.int64)
+        self._run_kv = np.array([s.prefilled for s in dec], np.int64) + gen
+        self._headroom = int((np.array([s.req.output_tokens for s in dec], np.int64) - gen).min())
+        self._room = int((np.array([s.cap for s in dec], np.int64) - self._run_kv - (1 + self.draft)).min())
+        self.lag = 0
+        self._armed = self._headroom > 0 and self._room >= 0
+        return self._armed
+
+    def sync(self) -> None:
+        """Pay the decode run's owed tokens out to its sequences (the run goes on)."""
+        if self.lag and self._armed and self._run is not None:
+            lag = self.lag
+            for s in self._run:
+                s.generated += lag
+            self._run_kv = self._run_kv + lag
+            self._headroom -= lag
+            self._room -= lag
+            self.lag = 0
+
+    def _end_run(self) -> None:
+        self.sync()
+        self._run = None
+        self._armed = False
+        self._run_head = None
+
+    def advance(self) -> list[Seq]:
+        """Count a lazy step's tokens; at the run's first finish, sync, end the run and return
+        the sequences that are done (in the step's order)."""
+        self.lag += 1
+        if self.lag < self._headroom:
+            return []
+        run = self._run
+        assert run is not None
+        self._end_run()
+        return [s for s in run if s.generated >= s.req.output_tokens]
 
     def _admit(self, s: Seq) -> None:
         self.waiting.popleft()
@@ -210,6 +297,8 @@ class Scheduler:
         self.waiting.appendleft(s)
 
     def _drop(self, s: Seq) -> None:
+        if self._run is not None:
+            self._end_run()
         self.running.remove(s)
         self.kv.release(id(s))
         s.active = False

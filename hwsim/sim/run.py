@@ -207,6 +207,10 @@ class Simulation:
                               kv_blocks_used=rep.kv.used, imbalance=imbalance or 1.0, power_w=power)
 
     def _complete(self, rep: Replica, plan: StepPlan) -> None:
+        if plan.lazy:  # a decode run's step: its tokens are owed until the run's first finish
+            for s in rep.scheduler.advance():
+                self._finish(rep, s)
+            return
         now = self.env.now
         for s in plan.prefill:
             s.prefilled += s.chunk
@@ -325,6 +329,9 @@ class Simulation:
         return tuple(sorted(rows, key=lambda r: (-r.bytes, r.src, r.dst)))
 
     def result(self, wall_s: float) -> SimResult:
+        for replicas in self.pools:
+            for rep in replicas:
+                rep.scheduler.sync()
         for s in list(self.live.values()):
             self._record(s, replica=-1, status=1)
         self.live.clear()

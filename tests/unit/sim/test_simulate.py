@@ -225,3 +225,38 @@ def test_ep_all_to_all_traffic_is_reported_per_link(repo_example):
     kinds = {sc.cluster.graph().edges[e]["kind"] for e in res.link_bytes}
     assert {"infiniband", "nvlink"} <= kinds  # EP32 over 4 nodes: dispatch/combine cross NICs and NVLink
     assert all(b > 0 for b in res.link_bytes.values())
+
+
+def test_a_batch_queued_at_once_decodes_step_by_step_as_the_cost_model_says(tmp_path):
+    """Decode runs (steps planned in O(1) while nothing can change them) cost exactly what
+    planning every step would: one prefill step for the batch, then one decode step per token
+    at the batch's growing KV length."""
+    sc = scenario(tmp_path, max_seqs=64, chunk=4096, reservation="full")
+    reqs = [Request(request_id=i, arrival_s=0.0, input_tokens=100, output_tokens=50) for i in range(16)]
+    res = simulate(sc, reqs, seed=0)
+    pool = sc.deployment.pools[0]
+    cost = StepCost(sc.cluster, sc.model, sc.deployment, pool)
+    prefill = cost.time_s(Batch(prefill_new_tokens=[100] * 16, prefill_cached_tokens=[0] * 16,
+                                prefill_completes=[True] * 16))
+    decodes = sum(cost.time_s(Batch.decode(16, 100 + i)) for i in range(1, 50))
+    r = res.requests
+    np.testing.assert_allclose(r["first_token_s"], prefill, rtol=1e-9)
+    np.testing.assert_allclose(r["finish_s"], prefill + decodes, rtol=1e-9)
+    np.testing.assert_array_equal(r["generated_tokens"], 50)
+    assert len(res.steps["start_s"]) == 50
+
+
+def test_an_arrival_ends_a_decode_run_at_the_next_step(tmp_path):
+    sc = scenario(tmp_path, max_seqs=64, chunk=4096, reservation="full")
+    reqs = [Request(request_id=i, arrival_s=0.0, input_tokens=100, output_tokens=200) for i in range(8)]
+    reqs.append(Request(request_id=8, arrival_s=0.5, input_tokens=100, output_tokens=10))
+    res = simulate(sc, reqs, seed=0)
+    starts = res.steps["start_s"]
+    late = np.flatnonzero(res.requests["request_id"] == 8)[0]
+    first_after = starts[np.searchsorted(starts, 0.5)]   # the first step to start after it arrived
+    assert res.requests["first_scheduled_s"][late] == pytest.approx(first_after)
+    assert (res.requests["status"] == 0).all()
+    np.testing.assert_array_equal(res.requests["generated_tokens"], res.requests["output_tokens"])
+    # the late request's prefill step carried the others' decodes
+    i = int(np.searchsorted(starts, 0.5))
+    assert res.steps["prefill_tokens"][i] == 100 and res.steps["decode_seqs"][i] == 8
