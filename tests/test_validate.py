@@ -1,7 +1,7 @@
 """`hwsim validate`: error bands of the tier-1 rows, the committed doc is current, the CLI.
 
 The full run (operator, communication, power, memory, end-to-end rows) is computed once per
-module (~60 s: the offline replays of the perf-overview rows and the DeepEP routing draws) and shared by the tests.
+module (~45 s: the offline replays of the perf-overview rows and the DeepEP routing draws) and shared by the tests.
 """
 
 from __future__ import annotations
