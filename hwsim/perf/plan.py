@@ -315,13 +315,16 @@ class PlanBuilder:
         4 bytes each, per pick). The experts compute the rows routed to them; combine
         reduce-scatters every token's output (activation dtype), so each rank gets its own
         tokens' sums. Both move all ranks' tokens whatever the routing; the busiest rank's
-        tokens stand for every rank's (padding to the largest, as the collectives do).
+        tokens stand for every rank's (padding to the largest, as the collectives do). Before
+        the reduce-scatter each rank writes that all-token output (``finalize``: its own
+        experts' weighted sums, zero elsewhere), a memory-bound pass over every gathered token.
         """
         h, k = self.model.hidden_size, self.model.moe.real_experts_per_token  # type: ignore[union-attr]
         ranks = list(self.g.ep)
         r = len(ranks)
         if combine:
             token_b = h * self.act_b
+            self.memory(group, "finalize", sk.SRC_DISPATCH_TOKENS, r * token_b, r * h)
             self.comm(group, "combine_reducescatter", sk.SRC_DISPATCH_TOKENS, token_b,
                       lambda nb: self.coll.reduce_scatter(ranks, nb * r, detail=False).time_s)
             return

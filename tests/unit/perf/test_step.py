@@ -176,13 +176,18 @@ def test_allgather_exchange_moves_every_ranks_tokens_to_every_rank(dsv3):
     """``experts.exchange: allgather``: dispatch all-gathers every EP rank's tokens, combine
     reduce-scatters every token's output, in decode and prefill alike."""
     gather = _allgather_step(dsv3, "allgather")
+    a2a = _allgather_step(dsv3, "all-to-all")
     ranks = list(gather.groups.ep)
     r, h = len(ranks), dsv3.model.hidden_size
     k = dsv3.model.moe.real_experts_per_token
     for batch in (Batch.decode(32 * 64, 1000), Batch.prefill(32, 2048)):
         ops_ = {o.cost.name: o for o in gather(batch).ops}
         assert "moe.dispatch_allgather" in ops_ and "moe.combine_reducescatter" in ops_
+        # the all-token output each rank writes before the reduce-scatter
+        fin = ops_["moe.finalize"].cost
+        assert fin.bytes_moved == pytest.approx(batch.new_tokens * h * 2.0) and fin.bound == "memory"
         assert not any("low_latency" in n or "normal" in n for n in ops_)
+        assert "moe.finalize" not in {o.cost.name for o in a2a(batch).ops}
         per_rank = batch.new_tokens / r
         # FP8 experts: one byte per element gathered, plus an id and a weight per pick
         want = gather.collectives.all_gather(ranks, r * per_rank * (h * 1.0 + 8.0 * k)).time_s
