@@ -1,7 +1,7 @@
 """Simulator benchmark: replay the full one-hour Azure conversation trace on DeepSeek-V3.
 
 Run: python benchmarks/bench_simulator.py [--shared ../shared/data] [--max-requests N]
-    [--routing-trace routing.npz] [--large-batch]
+    [--routing-trace routing.npz] [--large-batch [--on-demand]]
 Target (issues "Serving simulator" and "MoE depth"): at least 200x real time on one core for
 19,366 requests on DeepSeek-V3, 32x H100, EP32, with the deployment's Zipf routing or with
 trace-driven routing (``--routing-trace``: an ids trace, e.g. from ``hwsim experts sample``,
@@ -10,7 +10,8 @@ replayed token by token); report events per second, wall time and peak memory.
 ``--large-batch`` replays instead an offline run whose batch holds over a thousand sequences
 per step: the TensorRT-LLM perf-overview Qwen3-235B 128/2048 row on 8x H100 (3,000 requests
 queued at time 0, KV reserved to completion, trtllm-bench's limits), where the per-sequence work
-of each step (scheduling, token bookkeeping) dominates.
+of each step (scheduling, token bookkeeping) dominates. ``--on-demand`` runs it with vLLM-style
+on-demand KV instead (blocks as sequences grow, preemption when none is free).
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ def main() -> None:
     parser.add_argument("--trace-memory", action="store_true", help="measure peak Python memory (slower)")
     parser.add_argument("--large-batch", action="store_true",
                         help="replay the Qwen3-235B perf-overview offline run (batch > 1,000) instead")
+    parser.add_argument("--on-demand", action="store_true", help="--large-batch with on-demand KV")
     parser.add_argument("--routing-trace", type=Path, default=None,
                         help="replay this routing trace (npz ids) instead of the deployment's routing model")
     args = parser.parse_args()
     if args.large_batch:
-        large_batch()
+        large_batch(on_demand=args.on_demand)
         return
 
     from hwsim.io.scenario import load_scenario
@@ -69,7 +71,9 @@ def main() -> None:
     print(f"peak RSS {rss:,.0f} MiB" + (f", peak traced Python memory {peak / 1e6:,.1f} MB" if peak else ""))
 
 
-def large_batch() -> None:
+def large_batch(*, on_demand: bool = False) -> None:
+    from dataclasses import replace
+
     from hwsim.io.scenario import load_scenario
     from hwsim.sim.routing import imbalance_sampler_factory
     from hwsim.sim.run import simulate
@@ -78,6 +82,10 @@ def large_batch() -> None:
 
     sc = load_scenario(REPO / "validation" / "scenarios" / "trtllm-perf-overview-qwen3-235b-h100.yaml")
     sc = with_bench_limits(sc, input_tokens=128, output_tokens=2048)
+    if on_demand:
+        pools = tuple(replace(p, scheduler=replace(p.scheduler, kv_reservation="on-demand"))
+                      for p in sc.deployment.pools)
+        sc = replace(sc, deployment=replace(sc.deployment, pools=pools))
     reqs = [Request(request_id=i, arrival_s=0.0, input_tokens=128, output_tokens=2048) for i in range(3000)]
     t0 = time.perf_counter()
     res = simulate(sc, reqs, seed=0, imbalance_sampler_factory=imbalance_sampler_factory(sc))

@@ -99,14 +99,16 @@ class StepPlan:
 class Scheduler:
     """One replica's queues and KV cache, and the batching policy above.
 
-    **Decode runs** (under ``kv_reservation: full``). When a step only decodes every running
-    sequence, nothing is admitted (the queue is empty or its head cannot be: the sequence cap,
-    the token budget or the KV cache bars it, and none of them moves while the same sequences
-    decode) and no speculative tokens are drafted, the next steps repeat it until a sequence
-    finishes or a request arrives. Such steps are planned in O(1): the same decode list, KV
-    lengths one higher each step, and the tokens they emit counted in ``lag`` instead of on
-    every sequence; :meth:`sync` pays them out (before anything reads ``generated``). The
-    steps, their costs and every record are the same as planning each step afresh.
+    **Decode runs.** When a step only decodes every running sequence, nothing is admitted (the
+    queue is empty or its head cannot be: the sequence cap, the token budget or the KV cache
+    bars it, and none of them eases while the same sequences decode) and no speculative tokens
+    are drafted, the next steps repeat it until a sequence finishes, a request arrives, or
+    (on-demand KV) the blocks the step's sequences grow into are not free. Such steps are
+    planned without touching the sequences: the same decode list, KV lengths one higher each
+    step, the blocks grown counted from each sequence's next block boundary (vectorised), and
+    the tokens emitted counted in ``lag``; :meth:`sync` pays tokens and blocks out to the
+    sequences (before anything reads them). The steps, their costs and every record are the
+    same as planning each step afresh.
     """
 
     def __init__(self, limits: SchedulerLimits, kv: BlockManager, *, draft_tokens: int = 0,
@@ -126,7 +128,8 @@ class Scheduler:
         self._run_head: Seq | None = None     # the queue's head when the run began (barred)
         self.lag = 0          # decode steps of the run not yet paid out to its sequences
         self._headroom = 0    # steps (less lag) until the run's first sequence finishes
-        self._room = 0        # steps (less lag) the run can take before a sequence needs a block
+        self._first = np.zeros(0, np.int64)   # lag at which each needs its next KV block
+        self._caps = np.zeros(0, np.int64)    # tokens each one's blocks hold, less what the lag grew
 
     def add(self, seq: Seq) -> None:
         if self.limits.policy == "priority":
@@ -152,8 +155,12 @@ class Scheduler:
     def plan(self, retry: bool = True) -> StepPlan:
         if self._run is not None:
             head = self.waiting[0] if self.waiting else None
-            if head is self._run_head and (self._armed or self._arm()) and self.lag <= self._room:
-                return StepPlan(decode=self._run, kv=self._run_kv + self.lag, lazy=True)
+            if head is self._run_head and (self._armed or self._arm()):
+                grows = self._grows(self.lag)
+                if grows <= self.kv.free:
+                    if grows:
+                        self.kv.take(grows)
+                    return StepPlan(decode=self._run, kv=self._run_kv + self.lag, lazy=True)
             self._end_run()
         step = StepPlan()
         budget = self.limits.max_batched_tokens
@@ -194,9 +201,7 @@ class Scheduler:
         """Mark a decode run after ``step`` when the steps after it can only repeat it (its
         lengths are taken at the next plan, so a run that an arrival ends at once costs O(1))."""
         dec = step.decode
-        # on-demand KV: with more sequences than a block has tokens, one of them crosses a block
-        # boundary nearly every step, so runs would end at once; they are kept to full reservation
-        if not self.full or self.draft or step.prefill or not dec or len(dec) != len(self.running):
+        if self.draft or step.prefill or not dec or len(dec) != len(self.running):
             return
         self._run = dec
         self._armed = False
@@ -211,20 +216,33 @@ class Scheduler:
         gen = np.array([s.generated for s in dec], np.int64)
         self._run_kv = np.array([s.prefilled for s in dec], np.int64) + gen
         self._headroom = int((np.array([s.req.output_tokens for s in dec], np.int64) - gen).min())
-        self._room = int((np.array([s.cap for s in dec], np.int64) - self._run_kv - (1 + self.draft)).min())
+        self._caps = np.array([s.cap for s in dec], np.int64)
+        # a step at lag L needs kv + L + 1 tokens of KV: a new block once that exceeds the cap
+        self._first = self._caps - self._run_kv
         self.lag = 0
-        self._armed = self._headroom > 0 and self._room >= 0
+        self._armed = self._headroom > 0 and bool((self._first >= 0).all())
         return self._armed
+
+    def _grows(self, lag: int) -> int:
+        """Blocks the run's sequences grow into at the step of ``lag`` (one per boundary crossed)."""
+        d = lag - self._first
+        return int(np.count_nonzero((d >= 0) & (d % self.kv.block_tokens == 0)))
 
     def sync(self) -> None:
         """Pay the decode run's owed tokens out to its sequences (the run goes on)."""
         if self.lag and self._armed and self._run is not None:
-            lag = self.lag
-            for s in self._run:
+            lag, bt = self.lag, self.kv.block_tokens
+            d = lag - 1 - self._first  # the last step's lag less each one's first boundary
+            grown = np.where(d >= 0, d // bt + 1, 0)
+            for s, g in zip(self._run, grown.tolist(), strict=True):
                 s.generated += lag
+                if g:
+                    self.kv.assign(id(s), g)
+                    s.cap += g * bt
             self._run_kv = self._run_kv + lag
+            self._caps = self._caps + grown * bt
+            self._first = self._caps - self._run_kv
             self._headroom -= lag
-            self._room -= lag
             self.lag = 0
 
     def _end_run(self) -> None:
@@ -282,7 +300,7 @@ class Scheduler:
 
     def _grow_or_preempt(self, s: Seq, tokens: int) -> bool:
         while not self._reserve(s, tokens):
-            victim = max(self.running, key=lambda x: x.order)
+            victim = self.running[-1]  # the newest: running is in admission order
             self._preempt(victim)
             if victim is s:
                 return False

@@ -43,5 +43,16 @@ class BlockManager:
             self.peak = max(self.peak, self.used)
         return True
 
+    def take(self, blocks: int) -> None:
+        """Count ``blocks`` more in use, not yet assigned to a sequence (see :meth:`assign`)."""
+        if blocks > self.free:
+            raise ValueError(f"{blocks} blocks asked, {self.free} free")
+        self.used += blocks
+        self.peak = max(self.peak, self.used)
+
+    def assign(self, seq: int, blocks: int) -> None:
+        """Give ``seq`` ``blocks`` that :meth:`take` already counted."""
+        self._held[seq] = self._held.get(seq, 0) + blocks
+
     def release(self, seq: int) -> None:
         self.used -= self._held.pop(seq, 0)

@@ -260,3 +260,23 @@ def test_an_arrival_ends_a_decode_run_at_the_next_step(tmp_path):
     # the late request's prefill step carried the others' decodes
     i = int(np.searchsorted(starts, 0.5))
     assert res.steps["prefill_tokens"][i] == 100 and res.steps["decode_seqs"][i] == 8
+
+
+def test_on_demand_kv_grows_block_by_block_through_decode_runs(tmp_path):
+    """On-demand KV: each sequence takes a block when it crosses a block boundary, also inside a
+    decode run (blocks counted per step, paid out to the sequences when the run ends)."""
+    sc = scenario(tmp_path, max_seqs=64, chunk=4096)
+    reqs = [Request(request_id=i, arrival_s=0.0, input_tokens=100, output_tokens=50) for i in range(16)]
+    res = simulate(sc, reqs, seed=0)
+    bt = res.pools[0].kv_block_tokens
+    used = res.steps["kv_blocks_used"]
+    assert used[0] == 16 * -(-100 // bt)                       # the prompts
+    for j in range(1, 49):                                     # decode step j holds 101 + j tokens
+        assert used[j] == 16 * -(-(101 + j) // bt), j
+    assert used[49] == 0                                       # the last step's sequences finished
+    pool = sc.deployment.pools[0]
+    cost = StepCost(sc.cluster, sc.model, sc.deployment, pool)
+    prefill = cost.time_s(Batch(prefill_new_tokens=[100] * 16, prefill_cached_tokens=[0] * 16,
+                                prefill_completes=[True] * 16))
+    decodes = sum(cost.time_s(Batch.decode(16, 100 + i)) for i in range(1, 50))
+    np.testing.assert_allclose(res.requests["finish_s"], prefill + decodes, rtol=1e-9)
