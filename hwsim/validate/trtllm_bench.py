@@ -43,20 +43,17 @@ class BenchLimits:
     kv_cache_max_requests: float
 
 
-def _round_batch(raw: float) -> int:
-    if raw < 256:
-        return max(64, 32 * math.ceil(raw / 32))
-    if raw < 1024:
-        return 128 * math.ceil(raw / 128)
-    return 256 * math.ceil(raw / 256)
+# finetune_setting's rounding: (below this, round up to a multiple of this) tiers, and a floor
+BATCH_ROUNDING = ((256, 32), (1024, 128), (math.inf, 256)), 64
+TOKEN_ROUNDING = ((4096, 256), (8192, 512), (math.inf, 1024)), 2048
 
 
-def _round_tokens(raw: float) -> int:
-    if raw < 4096:
-        return max(2048, 256 * math.ceil(raw / 256))
-    if raw < 8192:
-        return 512 * math.ceil(raw / 512)
-    return 1024 * math.ceil(raw / 1024)
+def _round_up(raw: float, rounding: tuple[tuple[tuple[float, int], ...], int]) -> int:
+    """``raw`` rounded up to its tier's multiple, at least the floor (the floor only binds in
+    the first tier: the later tiers start above it)."""
+    tiers, floor = rounding
+    step = next(step for below, step in tiers if raw < below)
+    return max(floor, step * math.ceil(raw / step))
 
 
 def bench_limits(model: Model, *, tp: int, pp: int, device_bytes: float, weight_dtype: str, kv_dtype: str,
@@ -76,7 +73,7 @@ def bench_limits(model: Model, *, tp: int, pp: int, device_bytes: float, weight_
     requests = kv_fraction * available / (token_gib * (input_tokens + output_tokens))
     raw_bs = min(requests, MAX_REQUESTS) / pp
     raw_tokens = min(raw_bs * (1 + input_tokens / output_tokens), MAX_TOKENS)
-    batch, tokens = _round_batch(raw_bs), _round_tokens(raw_tokens)
+    batch, tokens = _round_up(raw_bs, BATCH_ROUNDING), _round_up(raw_tokens, TOKEN_ROUNDING)
     if not chunked_prefill:
         tokens = max(tokens, (max_input_tokens or input_tokens) + batch)
     return BenchLimits(max_batch_size=batch, max_num_tokens=tokens, kv_cache_max_requests=requests)
