@@ -24,7 +24,7 @@ from hwsim.perf.collectives import Collectives
 from hwsim.perf.comm_params import COMM_SMS
 from hwsim.perf.types import CommCost
 from hwsim.spec.cluster import Cluster
-from hwsim.spec.deployment import Deployment, Pool
+from hwsim.spec.deployment import Deployment, Dtypes, Pool
 from hwsim.spec.dtypes import bytes_per_elem
 from hwsim.spec.hardware import Device
 from hwsim.spec.model import Model
@@ -114,6 +114,16 @@ def uniform_dispatch(coll: Collectives, ranks: list[int], tokens_per_rank: float
     to_rank = np.full((r, r), tokens_per_rank * share)
     to_node = np.tile(tokens_per_rank * (1.0 - (1.0 - per_node / r) ** k), (r, 1))
     return coll.moe_dispatch(ranks, to_rank, to_node, token_bytes, mode, combine=combine, detail=detail)
+
+
+def gather_token_bytes(model: Model, dtypes: Dtypes) -> float:
+    """Bytes a token carries into the all-gather of ``experts.exchange: allgather``: its hidden
+    state (one byte per element when the experts run FP8 or FP4, quantised before the gather as
+    TensorRT-LLM does; else the activation dtype) and its routing (an expert id and a weight,
+    4 bytes each, per pick)."""
+    quantised = dtypes.expert_weights in ("fp8", "fp4")
+    k = model.moe.real_experts_per_token if model.moe is not None else 0.0
+    return model.hidden_size * (1.0 if quantised else bytes_per_elem(dtypes.activations)) + 8.0 * k
 
 
 class PlanBuilder:
@@ -309,17 +319,15 @@ class PlanBuilder:
     def _gather_rows(self, group: str, *, combine: bool) -> None:
         """EP exchange by all-gather and reduce-scatter (``experts.exchange: allgather``).
 
-        Dispatch all-gathers every EP rank's tokens on every rank: the hidden state (one byte
-        per element when the experts run FP8 or FP4, quantised before the gather as
-        TensorRT-LLM does; else the activation dtype) and the routing (an expert id and a weight,
-        4 bytes each, per pick). The experts compute the rows routed to them; combine
+        Dispatch all-gathers every EP rank's tokens on every rank (:func:`gather_token_bytes`
+        each). The experts compute the rows routed to them; combine
         reduce-scatters every token's output (activation dtype), so each rank gets its own
         tokens' sums. Both move all ranks' tokens whatever the routing; the busiest rank's
         tokens stand for every rank's (padding to the largest, as the collectives do). Before
         the reduce-scatter each rank writes that all-token output (``finalize``: its own
         experts' weighted sums, zero elsewhere), a memory-bound pass over every gathered token.
         """
-        h, k = self.model.hidden_size, self.model.moe.real_experts_per_token  # type: ignore[union-attr]
+        h = self.model.hidden_size
         ranks = list(self.g.ep)
         r = len(ranks)
         if combine:
@@ -328,8 +336,7 @@ class PlanBuilder:
             self.comm(group, "combine_reducescatter", sk.SRC_DISPATCH_TOKENS, token_b,
                       lambda nb: self.coll.reduce_scatter(ranks, nb * r, detail=False).time_s)
             return
-        quantised = self.dep.dtypes.expert_weights in ("fp8", "fp4")
-        token_b = h * (1.0 if quantised else self.act_b) + 8.0 * k
+        token_b = gather_token_bytes(self.model, self.dep.dtypes)
         self.comm(group, "dispatch_allgather", sk.SRC_DISPATCH_TOKENS, token_b,
                   lambda nb: self.coll.all_gather(ranks, nb * r, detail=False).time_s)
 

@@ -43,7 +43,7 @@ import numpy as np
 from hwsim.perf import step_kernel as sk
 from hwsim.perf.batch import Batch
 from hwsim.perf.collectives import Collectives
-from hwsim.perf.plan import PlanBuilder, PoolGroups, uniform_dispatch
+from hwsim.perf.plan import PlanBuilder, PoolGroups, gather_token_bytes, uniform_dispatch
 from hwsim.perf.power import cap_slowdown, device_power_w, utilisation
 from hwsim.perf.types import CommCost, OpCost
 from hwsim.spec.cluster import Cluster
@@ -260,11 +260,8 @@ def link_traffic(step: StepCost, batch: Batch, *, ep: bool = True) -> dict[tuple
     moe = model.moe
     if moe is not None and par.ep > 1 and step.deployment.experts.exchange == "allgather":
         ranks = list(g.ep)
-        per_rank = tokens / len(ranks)
-        quantised = step.deployment.dtypes.expert_weights in ("fp8", "fp4")
-        gather_b = per_rank * len(ranks) * (h * (1.0 if quantised else act) + 8.0 * moe.real_experts_per_token)
-        add(coll.all_gather(ranks, gather_b), model.num_moe_layers)
-        add(coll.reduce_scatter(ranks, per_rank * len(ranks) * h * act), model.num_moe_layers)
+        add(coll.all_gather(ranks, tokens * gather_token_bytes(model, step.deployment.dtypes)), model.num_moe_layers)
+        add(coll.reduce_scatter(ranks, tokens * h * act), model.num_moe_layers)
     elif ep and moe is not None and par.ep > 1:
         ranks = list(g.ep)
         mode = "normal" if batch.num_prefill else "low-latency"
