@@ -21,26 +21,21 @@ from typing import Any
 
 from hwsim.io.scenario import load_scenario
 from hwsim.perf.estimate import estimate
-from hwsim.sim.routing import imbalance_sampler_factory
-from hwsim.sim.run import simulate
-from hwsim.validate.endtoend import read_index, served_metrics
+from hwsim.validate.endtoend import read_index, replay, served_metrics
 from hwsim.validate.shared import SharedData, published_entry
 from hwsim.validate.trtllm_bench import with_bench_limits
-from hwsim.workload.generate import LognormalLengths, OfflineArrivals, generate_requests
 
 
 def offline_output_tokens_per_s(scenario: Any, input_tokens: int, output_tokens: int, requests: int,
                                 seed: int = 0) -> float:
-    """Output tokens per second of ``requests`` equal requests queued at time 0, to the last token."""
-    lengths = LognormalLengths(input_median=input_tokens, input_sigma=0.0, output_median=output_tokens,
-                               output_sigma=0.0, max_input_tokens=input_tokens, max_output_tokens=output_tokens)
-    reqs = list(generate_requests(OfflineArrivals(), lengths, seed=seed, count=requests))
-    result = simulate(scenario, reqs, seed=seed, imbalance_sampler_factory=imbalance_sampler_factory(scenario))
-    q = result.requests
+    """Output tokens per second of ``requests`` equal requests queued at time 0, to the last token
+    (the validation's offline replay)."""
+    q, window = replay(scenario, {"input_tokens": input_tokens, "output_tokens": output_tokens,
+                                  "requests": requests, "seed": seed})
     done = q["status"] == 0
     if not done.all():
         raise RuntimeError(f"{int((~done).sum())} of {requests} requests did not finish")
-    return served_metrics(q, window_s=float(q["finish_s"].max()))["output_tokens_per_s"]
+    return served_metrics(q, window_s=window)["output_tokens_per_s"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -170,13 +170,14 @@ def served_metrics(requests: Mapping[str, Any], *, window_s: float) -> dict[str,
             "output_tokens_per_s": float(gen.sum() / window_s), "finished": float(done.sum())}
 
 
-def _simulate_rows(entry: Mapping[str, Any], s: Any, published: Mapping[str, Any], kind: str,
-                   tier: int) -> list[ValidationRow]:
-    """Lognormal lengths (``sigma`` 0: fixed) replayed by the serving simulator with a fixed seed:
-    Poisson arrivals at ``rate_per_s`` for ``duration_s`` (throughput over that window), or an
-    offline run of ``requests`` sent at once, as ``trtllm-bench throughput`` and MLPerf Offline
-    do (throughput over the run, from time 0 to the last request's finish)."""
-    w = entry["workload"]
+def replay(s: Any, workload: Mapping[str, Any]) -> tuple[Mapping[str, Any], float]:
+    """Simulate an index row's ``workload`` on scenario ``s``; its requests table and window.
+
+    Lognormal lengths (``sigma`` 0: fixed) replayed by the serving simulator with a fixed seed:
+    Poisson arrivals at ``rate_per_s`` for ``duration_s`` (the window), or an offline run of
+    ``requests`` sent at once, as ``trtllm-bench throughput`` and MLPerf Offline do (the window
+    runs from time 0 to the last request's finish)."""
+    w = workload
     lengths = LognormalLengths(input_median=float(w["input_tokens"]), input_sigma=float(w.get("input_sigma", 0.0)),
                                output_median=float(w["output_tokens"]),
                                output_sigma=float(w.get("output_sigma", 0.0)),
@@ -193,7 +194,14 @@ def _simulate_rows(entry: Mapping[str, Any], s: Any, published: Mapping[str, Any
     result = simulate(s, reqs, seed=seed, imbalance_sampler_factory=imbalance_sampler_factory(s))
     if duration is None:  # the run's length: to the last finish
         duration = float(np.nanmax(result.requests["finish_s"]))
-    got = served_metrics(result.requests, window_s=duration)
+    return result.requests, duration
+
+
+def _simulate_rows(entry: Mapping[str, Any], s: Any, published: Mapping[str, Any], kind: str,
+                   tier: int) -> list[ValidationRow]:
+    """The rows of a mode-simulate entry (see :func:`replay`)."""
+    requests, window = replay(s, entry["workload"])
+    got = served_metrics(requests, window_s=window)
     rows = []
     for m in entry.get("metrics") or ():
         value, unit = _published(published, m["published"])
@@ -218,4 +226,4 @@ def end_to_end_rows(shared: SharedData, index: str | Path | None = None,
     return out
 
 
-__all__ = ["DEFAULT_INDEX", "MODES", "case_rows", "end_to_end_rows", "read_index"]
+__all__ = ["DEFAULT_INDEX", "MODES", "case_rows", "end_to_end_rows", "read_index", "replay", "served_metrics"]
